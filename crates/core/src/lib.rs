@@ -1,0 +1,23 @@
+//! Domain vocabulary of Convertrilo, free of I/O: ids, the encode spec and its wire enums,
+//! the job state machine, request validation that names every bad field, NEU amounts and
+//! pricing, API key scopes, the contract's error codes and output file naming.
+//! Every other crate speaks in these types; nothing here knows HTTP, SQL or ffmpeg.
+
+pub mod error_code;
+pub mod filename;
+pub mod ids;
+pub mod neu;
+pub mod request;
+pub mod scope;
+pub mod spec;
+pub mod status;
+pub mod time;
+mod wire;
+
+pub use error_code::ErrorCode;
+pub use ids::{ApiKeyId, JobId, UserId};
+pub use neu::Neu;
+pub use scope::Scope;
+pub use spec::EncodeSpec;
+pub use status::JobStatus;
+pub use wire::WireEnum;

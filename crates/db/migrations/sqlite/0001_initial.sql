@@ -1,0 +1,83 @@
+-- Times are integer milliseconds since the Unix epoch (UTC). Amounts are integer thousandths of a NEU.
+CREATE TABLE users (
+    id            TEXT PRIMARY KEY,
+    email         TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    is_admin      INTEGER NOT NULL DEFAULT 0,
+    banned        INTEGER NOT NULL DEFAULT 0,
+    created_at    INTEGER NOT NULL
+);
+
+CREATE TABLE api_keys (
+    id          TEXT PRIMARY KEY,
+    user_id     TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    name        TEXT NOT NULL,
+    prefix      TEXT NOT NULL,
+    key_hash    TEXT NOT NULL UNIQUE,
+    scopes      TEXT NOT NULL,
+    expires_at  INTEGER,
+    revoked_at  INTEGER,
+    created_at  INTEGER NOT NULL
+);
+CREATE INDEX api_keys_user ON api_keys(user_id);
+
+-- Append-only journal of token moves; balances are sums over it.
+CREATE TABLE ledger_entries (
+    id         TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    job_id     TEXT,
+    kind       TEXT NOT NULL,
+    amount     INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX ledger_entries_user ON ledger_entries(user_id);
+
+CREATE TABLE jobs (
+    id                TEXT PRIMARY KEY,
+    user_id           TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    status            TEXT NOT NULL,
+    spec              TEXT NOT NULL,
+    ingest            TEXT NOT NULL,
+    source_url        TEXT,
+    input_key         TEXT NOT NULL,
+    input_size        INTEGER,
+    output_key        TEXT NOT NULL,
+    output_size       INTEGER,
+    original_filename TEXT,
+    source_filename   TEXT,
+    output_filename   TEXT NOT NULL,
+    external_id       TEXT,
+    metadata          TEXT,
+    duration_sec      REAL,
+    media_info        TEXT,
+    per_minute        INTEGER,
+    estimate          INTEGER,
+    encoder           TEXT,
+    pct               REAL,
+    failure_message   TEXT,
+    attempts          INTEGER NOT NULL DEFAULT 0,
+    created_at        INTEGER NOT NULL,
+    queued_at         INTEGER,
+    started_at        INTEGER,
+    finished_at       INTEGER,
+    updated_at        INTEGER NOT NULL
+);
+CREATE INDEX jobs_user_created ON jobs(user_id, created_at);
+
+-- The work queue: one row per queued or running job. A row with a live lease is being worked
+-- on; a row whose lease has expired belongs to a worker that died and is claimed again.
+CREATE TABLE queue (
+    job_id      TEXT PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,
+    priority    INTEGER NOT NULL DEFAULT 0,
+    enqueued_at INTEGER NOT NULL,
+    lease_owner TEXT,
+    lease_until INTEGER,
+    attempts    INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX queue_order ON queue(priority DESC, enqueued_at);
+
+-- Server-wide values shared by every process on this database (e.g. the URL-signing secret).
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);

@@ -1,0 +1,336 @@
+//! Jobs and the queue on SQLite. Every state change that touches both the job and its queue
+//! row happens in one transaction whose first statement writes, so SQLite takes the write lock
+//! up front (a deferred read-then-write transaction could fail with SQLITE_BUSY instead of
+//! waiting).
+
+use super::{ms, rows, SqliteRepo};
+use crate::{model::*, DbResult, JobRepo};
+use async_trait::async_trait;
+use convertrilo_core::{time::now_ms, JobId, JobStatus, UserId, WireEnum};
+use sqlx::Row;
+use std::time::Duration;
+
+fn json(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+#[async_trait]
+impl JobRepo for SqliteRepo {
+    async fn insert_job(&self, j: &Job) -> DbResult<()> {
+        sqlx::query(
+            "INSERT INTO jobs (id, user_id, status, spec, ingest, source_url, input_key, input_size, output_key,
+               output_size, original_filename, source_filename, output_filename, external_id, metadata,
+               duration_sec, media_info, per_minute, estimate, encoder, pct, failure_message, attempts,
+               created_at, queued_at, started_at, finished_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(j.id.to_string())
+        .bind(j.user_id.to_string())
+        .bind(j.status.as_str())
+        .bind(json(&j.spec))
+        .bind(j.ingest.as_str())
+        .bind(&j.source_url)
+        .bind(&j.input_key)
+        .bind(j.input_size)
+        .bind(&j.output_key)
+        .bind(j.output_size)
+        .bind(&j.original_filename)
+        .bind(&j.source_filename)
+        .bind(&j.output_filename)
+        .bind(&j.external_id)
+        .bind(j.metadata.as_ref().map(json))
+        .bind(j.duration_sec)
+        .bind(j.media_info.as_ref().map(json))
+        .bind(j.per_minute.map(|n| n.millis()))
+        .bind(j.estimate.map(|n| n.millis()))
+        .bind(&j.encoder)
+        .bind(j.pct)
+        .bind(&j.failure_message)
+        .bind(j.attempts)
+        .bind(j.created_at)
+        .bind(j.queued_at)
+        .bind(j.started_at)
+        .bind(j.finished_at)
+        .bind(j.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn job(&self, id: JobId, owner: Option<UserId>) -> DbResult<Option<Job>> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = ? AND (? IS NULL OR user_id = ?)")
+            .bind(id.to_string())
+            .bind(owner.map(|o| o.to_string()))
+            .bind(owner.map(|o| o.to_string()))
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(rows::job).transpose()
+    }
+
+    async fn mark_uploaded(&self, id: JobId, size: u64) -> DbResult<bool> {
+        let r = sqlx::query("UPDATE jobs SET input_size = ?, updated_at = ? WHERE id = ? AND status = 'created'")
+            .bind(size as i64)
+            .bind(now_ms())
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn save_estimate(&self, id: JobId, u: &EstimateUpdate) -> DbResult<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET spec = ?, duration_sec = ?, media_info = ?, per_minute = ?, estimate = ?, updated_at = ?
+             WHERE id = ? AND status = 'created'",
+        )
+        .bind(json(&u.spec))
+        .bind(u.duration_sec)
+        .bind(u.media_info.as_ref().map(json))
+        .bind(u.per_minute.map(|n| n.millis()))
+        .bind(u.estimate.map(|n| n.millis()))
+        .bind(now_ms())
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn enqueue(&self, id: JobId, u: Option<&EstimateUpdate>, priority: i32) -> DbResult<Option<Job>> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let moved = sqlx::query("UPDATE jobs SET status = 'queued', queued_at = ?, updated_at = ? WHERE id = ? AND status = 'created'")
+            .bind(now)
+            .bind(now)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        if moved.rows_affected() == 0 {
+            return Ok(None);
+        }
+        if let Some(u) = u {
+            sqlx::query("UPDATE jobs SET spec = ?, duration_sec = ?, media_info = ?, per_minute = ?, estimate = ? WHERE id = ?")
+                .bind(json(&u.spec))
+                .bind(u.duration_sec)
+                .bind(u.media_info.as_ref().map(json))
+                .bind(u.per_minute.map(|n| n.millis()))
+                .bind(u.estimate.map(|n| n.millis()))
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("INSERT INTO queue (job_id, priority, enqueued_at) VALUES (?, ?, ?)")
+            .bind(id.to_string())
+            .bind(priority)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?").bind(id.to_string()).fetch_one(&mut *tx).await?;
+        let job = rows::job(&row)?;
+        tx.commit().await?;
+        Ok(Some(job))
+    }
+
+    async fn cancel(&self, id: JobId, owner: UserId) -> DbResult<Option<JobStatus>> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        // Writing first takes the lock; the RETURNING clause gives the row as it is now.
+        let canceled = sqlx::query(
+            "UPDATE jobs SET status = 'canceled', finished_at = ?, updated_at = ?,
+               failure_message = 'canceled by the user'
+             WHERE id = ? AND user_id = ? AND status IN ('created', 'queued', 'running')
+             RETURNING status",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(id.to_string())
+        .bind(owner.to_string())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let previous = sqlx::query("SELECT status FROM jobs WHERE id = ? AND user_id = ?")
+            .bind(id.to_string())
+            .bind(owner.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = previous else {
+            return Ok(None);
+        };
+        let status = if canceled.is_some() {
+            // The queue row, if any, tells whether it was waiting or running.
+            let q = sqlx::query("DELETE FROM queue WHERE job_id = ? RETURNING lease_owner, lease_until")
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?;
+            match q {
+                Some(q) if q.try_get::<Option<i64>, _>("lease_until")?.is_some_and(|t| t >= now) => JobStatus::Running,
+                Some(_) => JobStatus::Queued,
+                None => JobStatus::Created,
+            }
+        } else {
+            let s: &str = row.try_get("status")?;
+            JobStatus::parse(s).unwrap_or(JobStatus::Failed)
+        };
+        tx.commit().await?;
+        Ok(Some(status))
+    }
+
+    async fn claim(&self, worker: &str, lease: Duration, max_attempts: i32) -> DbResult<Option<Job>> {
+        loop {
+            let now = now_ms();
+            let mut tx = self.pool.begin().await?;
+            // One statement picks and leases the row, so two claimers never get the same job.
+            let claimed = sqlx::query(
+                "UPDATE queue SET lease_owner = ?, lease_until = ?, attempts = attempts + 1
+                 WHERE job_id = (
+                   SELECT job_id FROM queue WHERE lease_until IS NULL OR lease_until < ?
+                   ORDER BY priority DESC, enqueued_at, job_id LIMIT 1)
+                 RETURNING job_id, attempts",
+            )
+            .bind(worker)
+            .bind(now + ms(lease))
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(claimed) = claimed else {
+                return Ok(None);
+            };
+            let job_id: String = claimed.try_get("job_id")?;
+            let attempts: i32 = claimed.try_get("attempts")?;
+            if attempts > max_attempts {
+                let msg = format!(
+                    "the job was interrupted {} times (its worker stopped mid-encode each time) and was given up; create it again",
+                    attempts - 1
+                );
+                sqlx::query("DELETE FROM queue WHERE job_id = ?").bind(&job_id).execute(&mut *tx).await?;
+                sqlx::query(
+                    "UPDATE jobs SET status = 'failed', failure_message = ?, finished_at = ?, updated_at = ?
+                     WHERE id = ? AND status IN ('queued', 'running')",
+                )
+                .bind(msg)
+                .bind(now)
+                .bind(now)
+                .bind(&job_id)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                continue;
+            }
+            let row = sqlx::query(
+                "UPDATE jobs SET status = 'running', attempts = ?, pct = 0, started_at = ?, updated_at = ?
+                 WHERE id = ? AND status IN ('queued', 'running') RETURNING *",
+            )
+            .bind(attempts)
+            .bind(now)
+            .bind(now)
+            .bind(&job_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match row {
+                Some(row) => {
+                    let job = rows::job(&row)?;
+                    tx.commit().await?;
+                    return Ok(Some(job));
+                }
+                None => {
+                    // A queue row without a live job (should not happen): drop it and look again.
+                    sqlx::query("DELETE FROM queue WHERE job_id = ?").bind(&job_id).execute(&mut *tx).await?;
+                    tx.commit().await?;
+                }
+            }
+        }
+    }
+
+    async fn heartbeat(&self, id: JobId, worker: &str, lease: Duration, p: &Progress) -> DbResult<Heartbeat> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let held = sqlx::query("UPDATE queue SET lease_until = ? WHERE job_id = ? AND lease_owner = ?")
+            .bind(now + ms(lease))
+            .bind(id.to_string())
+            .bind(worker)
+            .execute(&mut *tx)
+            .await?;
+        if held.rows_affected() == 0 {
+            return Ok(Heartbeat::Lost);
+        }
+        sqlx::query(
+            "UPDATE jobs SET pct = COALESCE(?, pct), encoder = COALESCE(?, encoder), updated_at = ?
+             WHERE id = ? AND status = 'running'",
+        )
+        .bind(p.pct)
+        .bind(&p.encoder)
+        .bind(now)
+        .bind(id.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Heartbeat::Continue)
+    }
+
+    async fn finish(&self, id: JobId, worker: &str, outcome: &Outcome) -> DbResult<bool> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let held = sqlx::query("DELETE FROM queue WHERE job_id = ? AND lease_owner = ?")
+            .bind(id.to_string())
+            .bind(worker)
+            .execute(&mut *tx)
+            .await?;
+        if held.rows_affected() == 0 {
+            return Ok(false);
+        }
+        let r = match outcome {
+            Outcome::Success { output_size, duration_sec } => {
+                sqlx::query(
+                    "UPDATE jobs SET status = 'success', pct = 100, output_size = ?,
+                       duration_sec = COALESCE(?, duration_sec), finished_at = ?, updated_at = ?
+                     WHERE id = ? AND status = 'running'",
+                )
+                .bind(output_size)
+                .bind(duration_sec)
+                .bind(now)
+                .bind(now)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?
+            }
+            Outcome::Failed { message } => {
+                sqlx::query(
+                    "UPDATE jobs SET status = 'failed', failure_message = ?, finished_at = ?, updated_at = ?
+                     WHERE id = ? AND status = 'running'",
+                )
+                .bind(message)
+                .bind(now)
+                .bind(now)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?
+            }
+        };
+        tx.commit().await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn release(&self, id: JobId, worker: &str) -> DbResult<()> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let held = sqlx::query("UPDATE queue SET lease_owner = NULL, lease_until = NULL WHERE job_id = ? AND lease_owner = ?")
+            .bind(id.to_string())
+            .bind(worker)
+            .execute(&mut *tx)
+            .await?;
+        if held.rows_affected() == 1 {
+            sqlx::query("UPDATE jobs SET status = 'queued', pct = NULL, updated_at = ? WHERE id = ? AND status = 'running'")
+                .bind(now)
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn queue_depth(&self) -> DbResult<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM queue WHERE lease_until IS NULL OR lease_until < ?")
+            .bind(now_ms())
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
+    }
+}

@@ -1,0 +1,34 @@
+//! The SQLite backend (embedded default). WAL mode lets the admin CLI write while the server
+//! runs; `busy_timeout` turns lock contention into short waits instead of errors.
+
+mod accounts;
+mod jobs;
+mod rows;
+
+use crate::DbResult;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use std::{str::FromStr, time::Duration};
+
+pub struct SqliteRepo {
+    pool: SqlitePool,
+}
+
+impl SqliteRepo {
+    pub async fn connect(url: &str) -> DbResult<Self> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL is durable across process crashes in WAL mode (only an OS crash can lose
+            // the last commits), and much faster than FULL.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(15))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis() as i64
+}

@@ -1,0 +1,72 @@
+//! Where media bytes live: an object store addressed by keys (`inputs/<job>`, `outputs/<job>/…`)
+//! and the HMAC-signed, expiring URLs through which clients upload and download them.
+//! The embedded default is a local directory; writes stream to a temporary file and are
+//! renamed into place, so a reader never sees half an object and memory stays flat.
+
+pub mod local;
+pub mod signing;
+
+pub use local::LocalStore;
+pub use signing::{SignedUrl, UrlSigner};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("object {0} not found")]
+    NotFound(String),
+    #[error("invalid object key {0:?}")]
+    InvalidKey(String),
+    #[error("object is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("upload stream failed: {0}")]
+    Stream(String),
+    #[error("storage I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A stream of body chunks, as an HTTP server hands them over.
+pub type ByteStream<'a> = BoxStream<'a, Result<Bytes, std::io::Error>>;
+
+#[async_trait]
+pub trait ObjectStore: Send + Sync {
+    /// Streams `body` into `key`, refusing more than `limit` bytes. Returns the size written.
+    /// The object appears atomically, or not at all.
+    async fn put_stream(&self, key: &str, body: ByteStream<'_>, limit: u64) -> Result<u64, StorageError>;
+    /// Moves (or uploads) a finished local file into `key`.
+    async fn put_file(&self, key: &str, file: &Path) -> Result<u64, StorageError>;
+    /// Size of the object, or `NotFound`.
+    async fn size(&self, key: &str) -> Result<u64, StorageError>;
+    async fn delete(&self, key: &str) -> Result<(), StorageError>;
+    /// A local path for the object when the store is a local directory (ffmpeg reads it
+    /// in place); `None` for remote stores, which callers download instead.
+    fn local_path(&self, key: &str) -> Option<PathBuf>;
+}
+
+/// Keys are relative, `/`-separated, of plain characters; never `..` or absolute.
+pub fn validate_key(key: &str) -> Result<(), StorageError> {
+    let ok = !key.is_empty()
+        && key.len() <= 512
+        && !key.starts_with('/')
+        && key.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(StorageError::InvalidKey(key.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keys() {
+        assert!(super::validate_key("inputs/0190-ab/source").is_ok());
+        for bad in ["", "/etc/passwd", "a/../b", "a//b", "a/b c", "./a"] {
+            assert!(super::validate_key(bad).is_err(), "{bad}");
+        }
+    }
+}
