@@ -1,1 +1,194 @@
-fn main() {}
+//! The `convertrilo` binary: `serve` (API plus in-process workers), `migrate`, `config`, and
+//! `admin` commands that scripts use to create accounts and keys against the same data
+//! directory while the server runs.
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use convertrilo_core::Neu;
+use convertrilo_server::{accounts, startup, telemetry, Application, Config};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "convertrilo", version, about = "Self-hostable video encoding service (Convertrilo Encode API)")]
+struct Cli {
+    /// Configuration file (default: ./convertrilo.toml when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory: database, stored files, scratch space [env: CONVERTRILO_DATA_DIR].
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API and in-process workers.
+    Serve(ServeArgs),
+    /// Create or upgrade the database schema, then exit.
+    Migrate,
+    /// Print the merged configuration (secrets redacted).
+    Config,
+    /// Manage accounts and API keys.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on [env: CONVERTRILO_LISTEN] [default: 127.0.0.1:8080].
+    #[arg(long)]
+    listen: Option<String>,
+    /// In-process encode workers; 0 runs the API only [env: CONVERTRILO_WORKERS] [default: 1].
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Create a user account.
+    CreateUser {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        password: String,
+        /// Tokens (NEU) to grant the new account, e.g. 100 or 12.5.
+        #[arg(long, value_name = "NEU")]
+        grant: Option<String>,
+        /// Make the account an administrator.
+        #[arg(long)]
+        admin: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create an API key for a user; the raw key is printed once.
+    CreateApiKey {
+        #[arg(long)]
+        email: String,
+        /// Comma-separated scopes (default: all): jobs:create,jobs:read,jobs:cancel,tokens:read,tokens:write,webhooks:manage,credentials:manage
+        #[arg(long)]
+        scopes: Option<String>,
+        #[arg(long, value_name = "N")]
+        expires_in_days: Option<u32>,
+        #[arg(long, default_value = "cli")]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn load_config(cli: &Cli) -> anyhow::Result<Config> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    if let Some(dir) = &cli.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if let Command::Serve(args) = &cli.command {
+        if let Some(listen) = &args.listen {
+            config.listen = listen.clone();
+        }
+        if let Some(workers) = args.workers {
+            config.workers = workers;
+        }
+    }
+    Ok(config)
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run(Cli::parse()).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = load_config(&cli)?;
+    match cli.command {
+        Command::Serve(_) => serve(config).await,
+        Command::Migrate => {
+            startup::open_repos(&config).await?;
+            println!("database at {} is up to date", config.database_url());
+            Ok(())
+        }
+        Command::Config => {
+            print!("{}", config.redacted_toml());
+            Ok(())
+        }
+        Command::Admin(cmd) => admin(config, cmd).await,
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    telemetry::init(&config.log);
+    let (data_dir, workers) = (config.data_dir.clone(), config.workers);
+    let app = Application::build(config).await?;
+    let url = app.public_url().to_string();
+    println!("Convertrilo is listening on {url} (data in {}, {workers} in-process worker(s))", data_dir.display());
+    let key_ref = match &app.bootstrap {
+        Some(b) => {
+            println!("\nFirst start: created the admin account {} (password: {}) and an API key with every scope.", b.email, b.password);
+            println!("The key is shown only this once; keep it:\n\n  export CONVERTRILO_API_KEY={}\n", b.api_key);
+            "$CONVERTRILO_API_KEY".to_string()
+        }
+        None => "$CONVERTRILO_API_KEY".to_string(),
+    };
+    println!("Send a first job (any http(s) video URL works as sourceUrl):\n");
+    println!("  curl -s {url}/jobs -H \"X-API-Key: {key_ref}\" -H 'Content-Type: application/json' \\");
+    println!("    -d '{{\"codec\":\"h264\",\"resolution\":\"720p\",\"fps\":30,\"sourceUrl\":\"https://example.com/video.mp4\",\"confirm\":true}}'");
+    println!("  curl -s {url}/jobs/JOB_ID/status -H \"X-API-Key: {key_ref}\"\n");
+    app.run_until(shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+async fn admin(config: Config, cmd: AdminCommand) -> anyhow::Result<()> {
+    let repos = startup::open_repos(&config).await?;
+    match cmd {
+        AdminCommand::CreateUser { email, password, grant, admin, json } => {
+            let grant = grant
+                .map(|g| Neu::parse(&g).with_context(|| format!("--grant {g:?} is not an amount like 100 or 12.5")))
+                .transpose()?;
+            let user = accounts::create_user(&repos, &email, &password, admin, grant).await?;
+            if json {
+                let out = serde_json::json!({
+                    "id": user.id, "email": user.email, "isAdmin": user.is_admin,
+                    "granted": grant.unwrap_or(Neu::ZERO),
+                });
+                println!("{out}");
+            } else {
+                println!("created user {} ({})", user.email, user.id);
+            }
+        }
+        AdminCommand::CreateApiKey { email, scopes, expires_in_days, name, json } => {
+            let scopes = accounts::parse_scopes(scopes.as_deref())?;
+            let (key, raw) = accounts::create_api_key(&repos, &email, &name, scopes, expires_in_days).await?;
+            if json {
+                let out = serde_json::json!({
+                    "id": key.id, "name": key.name, "key": raw, "prefix": key.prefix, "scopes": key.scopes,
+                    "expiresAt": key.expires_at.map(convertrilo_core::time::rfc3339),
+                    "createdAt": convertrilo_core::time::rfc3339(key.created_at),
+                });
+                println!("{out}");
+            } else {
+                println!("{raw}");
+            }
+        }
+    }
+    Ok(())
+}

@@ -66,6 +66,7 @@ pub struct Job {
     pub external_id: Option<String>,
     pub metadata: Option<Map<String, Value>>,
     pub duration_sec: Option<f64>,
+    pub output_duration_sec: Option<f64>,
     /// The probe result as JSON, kept so workers and estimates agree on what was seen.
     pub media_info: Option<Value>,
     pub per_minute: Option<Neu>,
@@ -74,6 +75,8 @@ pub struct Job {
     pub pct: Option<f64>,
     pub failure_message: Option<String>,
     pub attempts: i32,
+    /// Queue as soon as the upload finishes (created with `confirm: true`, no source yet).
+    pub auto_confirm: bool,
     pub created_at: i64,
     pub queued_at: Option<i64>,
     pub started_at: Option<i64>,
@@ -84,6 +87,8 @@ pub struct Job {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EstimateUpdate {
     pub spec: EncodeSpec,
+    /// Follows the spec: a container change renames the output.
+    pub output_filename: String,
     pub duration_sec: Option<f64>,
     pub media_info: Option<Value>,
     pub per_minute: Option<Neu>,

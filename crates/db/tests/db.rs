@@ -44,6 +44,7 @@ fn job(owner: UserId) -> Job {
         external_id: None,
         metadata: None,
         duration_sec: None,
+        output_duration_sec: None,
         media_info: None,
         per_minute: None,
         estimate: None,
@@ -51,6 +52,7 @@ fn job(owner: UserId) -> Job {
         pct: None,
         failure_message: None,
         attempts: 0,
+        auto_confirm: false,
         created_at: now_ms(),
         queued_at: None,
         started_at: None,
@@ -110,7 +112,7 @@ async fn job_lifecycle_and_tenant_scope() {
     assert!(!repos.jobs.finish(j.id, "w2", &done).await.unwrap(), "only the lease holder finishes");
     assert!(repos.jobs.finish(j.id, "w1", &done).await.unwrap());
     let fin = repos.jobs.job(j.id, Some(a.id)).await.unwrap().unwrap();
-    assert_eq!((fin.status, fin.pct, fin.output_size, fin.encoder.as_deref()), (JobStatus::Success, Some(100.0), Some(1000), Some("libx264")));
+    assert_eq!((fin.status, fin.pct, fin.output_size, fin.encoder.as_deref(), fin.output_duration_sec), (JobStatus::Success, Some(100.0), Some(1000), Some("libx264"), Some(5.0)));
     assert!(fin.finished_at.is_some());
     assert_eq!(repos.jobs.cancel(j.id, a.id).await.unwrap(), Some(JobStatus::Success), "terminal jobs stay");
     assert_eq!(repos.jobs.cancel(j.id, b.id).await.unwrap(), None);

@@ -49,6 +49,8 @@ CREATE TABLE jobs (
     external_id       TEXT,
     metadata          TEXT,
     duration_sec      REAL,
+    -- Duration of the encoded file (what billing charges for).
+    output_duration_sec REAL,
     media_info        TEXT,
     per_minute        INTEGER,
     estimate          INTEGER,
@@ -56,6 +58,8 @@ CREATE TABLE jobs (
     pct               REAL,
     failure_message   TEXT,
     attempts          INTEGER NOT NULL DEFAULT 0,
+    -- Created with confirm: true before its upload: queue it as soon as the bytes arrive.
+    auto_confirm      INTEGER NOT NULL DEFAULT 0,
     created_at        INTEGER NOT NULL,
     queued_at         INTEGER,
     started_at        INTEGER,

@@ -21,8 +21,8 @@ impl JobRepo for SqliteRepo {
             "INSERT INTO jobs (id, user_id, status, spec, ingest, source_url, input_key, input_size, output_key,
                output_size, original_filename, source_filename, output_filename, external_id, metadata,
                duration_sec, media_info, per_minute, estimate, encoder, pct, failure_message, attempts,
-               created_at, queued_at, started_at, finished_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               auto_confirm, created_at, queued_at, started_at, finished_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(j.id.to_string())
         .bind(j.user_id.to_string())
@@ -47,6 +47,7 @@ impl JobRepo for SqliteRepo {
         .bind(j.pct)
         .bind(&j.failure_message)
         .bind(j.attempts)
+        .bind(j.auto_confirm)
         .bind(j.created_at)
         .bind(j.queued_at)
         .bind(j.started_at)
@@ -79,10 +80,12 @@ impl JobRepo for SqliteRepo {
 
     async fn save_estimate(&self, id: JobId, u: &EstimateUpdate) -> DbResult<bool> {
         let r = sqlx::query(
-            "UPDATE jobs SET spec = ?, duration_sec = ?, media_info = ?, per_minute = ?, estimate = ?, updated_at = ?
+            "UPDATE jobs SET spec = ?, output_filename = ?, duration_sec = ?, media_info = ?, per_minute = ?, estimate = ?,
+               updated_at = ?
              WHERE id = ? AND status = 'created'",
         )
         .bind(json(&u.spec))
+        .bind(&u.output_filename)
         .bind(u.duration_sec)
         .bind(u.media_info.as_ref().map(json))
         .bind(u.per_minute.map(|n| n.millis()))
@@ -107,8 +110,12 @@ impl JobRepo for SqliteRepo {
             return Ok(None);
         }
         if let Some(u) = u {
-            sqlx::query("UPDATE jobs SET spec = ?, duration_sec = ?, media_info = ?, per_minute = ?, estimate = ? WHERE id = ?")
+            sqlx::query(
+                "UPDATE jobs SET spec = ?, output_filename = ?, duration_sec = ?, media_info = ?, per_minute = ?, estimate = ?
+                 WHERE id = ?",
+            )
                 .bind(json(&u.spec))
+                .bind(&u.output_filename)
                 .bind(u.duration_sec)
                 .bind(u.media_info.as_ref().map(json))
                 .bind(u.per_minute.map(|n| n.millis()))
@@ -279,7 +286,7 @@ impl JobRepo for SqliteRepo {
             Outcome::Success { output_size, duration_sec } => {
                 sqlx::query(
                     "UPDATE jobs SET status = 'success', pct = 100, output_size = ?,
-                       duration_sec = COALESCE(?, duration_sec), finished_at = ?, updated_at = ?
+                       output_duration_sec = ?, finished_at = ?, updated_at = ?
                      WHERE id = ? AND status = 'running'",
                 )
                 .bind(output_size)

@@ -1,0 +1,177 @@
+//! Configuration: code defaults → optional `convertrilo.toml` → `CONVERTRILO_*` environment
+//! variables → command-line flags (applied by the CLI). Every field has an environment
+//! variable named after it: `max_upload_bytes` ↔ `CONVERTRILO_MAX_UPLOAD_BYTES`.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the API listens on.
+    pub listen: String,
+    /// Holds the SQLite database, stored objects and scratch space.
+    pub data_dir: PathBuf,
+    /// In-process encode workers (0 = API only).
+    pub workers: usize,
+    /// Base of signed upload/download links; defaults to `http://<listen address>`.
+    pub public_url: Option<String>,
+    /// Defaults to `sqlite://<data_dir>/convertrilo.db`.
+    pub database_url: Option<String>,
+    /// ffmpeg and ffprobe binaries; found on PATH when unset.
+    pub ffmpeg: Option<PathBuf>,
+    pub ffprobe: Option<PathBuf>,
+    /// Largest accepted upload or URL download, in bytes.
+    pub max_upload_bytes: u64,
+    pub upload_url_ttl_secs: u64,
+    pub download_url_ttl_secs: u64,
+    /// A worker that stops heartbeating loses its job after this long.
+    pub lease_secs: u64,
+    /// Times a job may be started before it is failed (protects against poison inputs).
+    pub max_attempts: i32,
+    /// Upper bound for one encode (all passes).
+    pub encode_timeout_secs: u64,
+    pub probe_timeout_secs: u64,
+    /// Connect and idle-read timeout for URL ingest downloads.
+    pub download_timeout_secs: u64,
+    /// Encode smaller sources up to the requested box instead of keeping their size.
+    pub allow_upscale: bool,
+    /// Email of the admin account created on first start.
+    pub bootstrap_admin_email: String,
+    /// Log filter (`info`, `convertrilo=debug`, …).
+    pub log: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("data"),
+            workers: 1,
+            public_url: None,
+            database_url: None,
+            ffmpeg: None,
+            ffprobe: None,
+            max_upload_bytes: 20 * 1024 * 1024 * 1024,
+            upload_url_ttl_secs: 24 * 3600,
+            download_url_ttl_secs: 24 * 3600,
+            lease_secs: 30,
+            max_attempts: 3,
+            encode_timeout_secs: 6 * 3600,
+            probe_timeout_secs: 30,
+            download_timeout_secs: 30,
+            allow_upscale: false,
+            bootstrap_admin_email: "admin@localhost".into(),
+            log: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+impl Config {
+    /// Defaults, then the file (explicit path, or `./convertrilo.toml` when present), then env.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut table = toml::Table::try_from(Config::default()).expect("defaults serialize");
+        let path = file.map(Path::to_path_buf).or_else(|| {
+            let p = PathBuf::from("convertrilo.toml");
+            p.exists().then_some(p)
+        });
+        if let Some(path) = path {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
+            let file: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File { path: path.clone(), message: e.to_string() })?;
+            table.extend(file);
+            Config::deserialize(toml::Value::Table(table.clone()))
+                .map_err(|e| ConfigError::File { path: path.clone(), message: e.to_string() })?;
+        }
+        for field in Config::field_names() {
+            let var = format!("CONVERTRILO_{}", field.to_ascii_uppercase());
+            if let Ok(raw) = std::env::var(&var) {
+                let value = env_value(&raw, table.get(&field));
+                table.insert(field.clone(), value);
+                Config::deserialize(toml::Value::Table(table.clone()))
+                    .map_err(|e| ConfigError::Env { var: var.clone(), message: e.message().to_string() })?;
+            }
+        }
+        Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Env { var: "CONVERTRILO_*".into(), message: e.to_string() })
+    }
+
+    fn field_names() -> Vec<String> {
+        // Optional fields are absent from the serialized defaults; list them from a filled copy.
+        let mut filled = Config::default();
+        filled.public_url = Some(String::new());
+        filled.database_url = Some(String::new());
+        filled.ffmpeg = Some(PathBuf::new());
+        filled.ffprobe = Some(PathBuf::new());
+        toml::Table::try_from(filled).map(|t| t.keys().cloned().collect()).unwrap_or_default()
+    }
+
+    pub fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("convertrilo.db").display()))
+    }
+
+    pub fn objects_dir(&self) -> PathBuf {
+        self.data_dir.join("objects")
+    }
+
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.data_dir.join("tmp")
+    }
+
+    /// The merged configuration as TOML, with secrets (database passwords) redacted.
+    pub fn redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.database_url = Some(redact_url(&self.database_url()));
+        toml::to_string_pretty(&shown).unwrap_or_default()
+    }
+}
+
+/// Environment values are strings; numbers and booleans are typed after the default they replace.
+fn env_value(raw: &str, current: Option<&toml::Value>) -> toml::Value {
+    match current {
+        Some(toml::Value::Integer(_)) => raw.trim().parse().map(toml::Value::Integer).unwrap_or_else(|_| raw.into()),
+        Some(toml::Value::Boolean(_)) => match raw.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => true.into(),
+            "0" | "false" | "no" | "off" => false.into(),
+            _ => raw.into(),
+        },
+        _ => raw.into(),
+    }
+}
+
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_values_are_typed_and_urls_redacted() {
+        assert_eq!(env_value("3", Some(&toml::Value::Integer(1))), toml::Value::Integer(3));
+        assert_eq!(env_value("true", Some(&toml::Value::Boolean(false))), toml::Value::Boolean(true));
+        assert_eq!(env_value("x", None), toml::Value::String("x".into()));
+        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
+        assert!(Config::field_names().contains(&"public_url".to_string()));
+        assert!(Config::field_names().contains(&"max_upload_bytes".to_string()));
+    }
+}

@@ -1,0 +1,244 @@
+//! Request and response bodies as they appear on the wire, with the contract's field names.
+//! Responses are built from these types; request types document what the validators in
+//! `convertrilo_core::request` accept (a test keeps the two in step).
+
+use crate::state::AppState;
+use convertrilo_core::{
+    spec::{BitrateTier, Codec, Container, Optimize, Policy, Preset, Quality, Resolution},
+    time::rfc3339,
+    JobStatus, Neu,
+};
+use convertrilo_db::Job;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)] // documents the body; parsing is done by convertrilo_core::request
+pub struct JobCreateRequest {
+    #[schema(max_length = 255)]
+    pub external_id: Option<String>,
+    pub metadata: Option<Map<String, Value>>,
+    pub codec: Codec,
+    pub resolution: Resolution,
+    #[schema(minimum = 1, maximum = 240)]
+    pub fps: i64,
+    pub container: Option<Container>,
+    pub preset: Option<Preset>,
+    pub bitrate_tier: Option<BitrateTier>,
+    #[schema(minimum = 1, maximum = 2)]
+    pub passes: Option<i64>,
+    pub policy: Option<Policy>,
+    pub quality: Option<Quality>,
+    /// Direct HTTP(S) ingest; without it the response carries a signed upload URL.
+    #[schema(format = "uri")]
+    pub source_url: Option<String>,
+    pub original_filename: Option<String>,
+    pub source_s3: Option<Map<String, Value>>,
+    /// Probe, estimate and queue at once (for uploads: as soon as the upload finishes).
+    pub confirm: Option<bool>,
+    pub optimize: Option<Optimize>,
+    #[schema(minimum = 50, maximum = 99)]
+    pub vmaf_target: Option<f64>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct ApproveUnifiedRequest {
+    pub codec: Option<Codec>,
+    pub resolution: Option<Resolution>,
+    pub fps: Option<i64>,
+    pub preset: Option<Preset>,
+    pub bitrate_tier: Option<BitrateTier>,
+    pub passes: Option<i64>,
+    pub policy: Option<Policy>,
+    pub container: Option<Container>,
+    pub quality: Option<Quality>,
+    pub optimize: Option<Optimize>,
+    pub vmaf_target: Option<f64>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(dead_code)]
+pub struct ConfirmRequest {
+    pub container: Option<Container>,
+    pub quality: Option<Quality>,
+    pub optimize: Option<Optimize>,
+    #[schema(minimum = 1, maximum = 100)]
+    pub vmaf_target: Option<f64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UploadTarget {
+    /// Signed, expiring URL: `PUT` the file's bytes here.
+    pub url: String,
+    pub key: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputTarget {
+    pub key: String,
+    /// Where the output is served; fetching it needs the signed `downloadUrl` of the status.
+    pub public_url: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateEstimate {
+    #[schema(value_type = f64)]
+    pub neu: Neu,
+    #[schema(value_type = f64)]
+    pub total_neu: Neu,
+    #[schema(value_type = f64)]
+    pub reserved: Neu,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobCreateResponse {
+    pub job_id: String,
+    pub external_id: Option<String>,
+    pub metadata: Option<Map<String, Value>>,
+    pub source_filename: Option<String>,
+    pub output_filename: Option<String>,
+    #[schema(value_type = String)]
+    pub status: JobStatus,
+    pub upload: Option<UploadTarget>,
+    pub output: OutputTarget,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<CreateEstimate>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeDurationResponse {
+    pub duration_sec: f64,
+    pub duration_minutes: f64,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApproveEstimate {
+    #[schema(value_type = f64)]
+    pub per_minute_neu: Neu,
+    pub duration_sec: f64,
+    #[schema(value_type = f64)]
+    pub total_neu: Neu,
+    #[schema(value_type = f64)]
+    pub reserved: Neu,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApproveUnifiedResponse {
+    pub ok: bool,
+    pub estimate: ApproveEstimate,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConfirmResponse {
+    pub ok: bool,
+    #[schema(value_type = String)]
+    pub status: JobStatus,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelResponse {
+    pub ok: bool,
+    /// The job's status after the request.
+    #[schema(value_type = String)]
+    pub status: JobStatus,
+    /// The status the job had when the request arrived.
+    #[schema(value_type = String)]
+    pub previous_status: JobStatus,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusResponse {
+    pub id: String,
+    pub external_id: Option<String>,
+    pub metadata: Option<Map<String, Value>>,
+    pub source_filename: Option<String>,
+    pub output_filename: Option<String>,
+    /// created, queued, running, success, failed or canceled.
+    #[schema(value_type = String)]
+    pub status: JobStatus,
+    /// `upload` or `url`.
+    pub ingest: Option<String>,
+    pub output: Option<OutputTarget>,
+    /// Signed, expiring link to the encoded file; present on success.
+    pub download_url: Option<String>,
+    pub encoder: Option<String>,
+    /// Percent done, 0–100.
+    pub pct: Option<f64>,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub failure_message: Option<String>,
+    /// Source duration in seconds, once probed.
+    pub duration_sec: Option<f64>,
+    /// Size of the encoded file in bytes, on success.
+    pub output_size_bytes: Option<i64>,
+    #[schema(value_type = Option<f64>)]
+    pub estimated_neu: Option<Neu>,
+}
+
+impl OutputTarget {
+    pub fn of(state: &AppState, job: &Job) -> Self {
+        Self { key: job.output_key.clone(), public_url: format!("{}/files/{}", state.signer.base_url(), job.output_key) }
+    }
+}
+
+impl StatusResponse {
+    pub fn of(state: &AppState, job: &Job) -> Self {
+        let download_url = (job.status == JobStatus::Success).then(|| {
+            let expires = convertrilo_core::time::now_ms() / 1000 + state.config.download_url_ttl_secs as i64;
+            state.signer.download_url(&job.output_key, expires, &job.output_filename)
+        });
+        Self {
+            id: job.id.to_string(),
+            external_id: job.external_id.clone(),
+            metadata: job.metadata.clone(),
+            source_filename: job.source_filename.clone(),
+            output_filename: Some(job.output_filename.clone()),
+            status: job.status,
+            ingest: Some(job.ingest.as_str().to_string()),
+            output: Some(OutputTarget::of(state, job)),
+            download_url,
+            encoder: job.encoder.clone(),
+            pct: job.pct.map(|p| (p * 10.0).round() / 10.0),
+            created_at: rfc3339(job.created_at),
+            started_at: job.started_at.map(rfc3339),
+            finished_at: job.finished_at.map(rfc3339),
+            failure_message: job.failure_message.clone(),
+            duration_sec: job.duration_sec,
+            output_size_bytes: job.output_size,
+            estimated_neu: job.estimate,
+        }
+    }
+}
+
+impl JobCreateResponse {
+    pub fn of(state: &AppState, job: &Job) -> Self {
+        let upload = (job.status == JobStatus::Created && job.source_url.is_none()).then(|| {
+            let expires = convertrilo_core::time::now_ms() / 1000 + state.config.upload_url_ttl_secs as i64;
+            UploadTarget { url: state.signer.upload_url(&job.input_key, expires), key: job.input_key.clone() }
+        });
+        Self {
+            job_id: job.id.to_string(),
+            external_id: job.external_id.clone(),
+            metadata: job.metadata.clone(),
+            source_filename: job.source_filename.clone(),
+            output_filename: Some(job.output_filename.clone()),
+            status: job.status,
+            upload,
+            output: OutputTarget::of(state, job),
+            estimate: job.estimate.map(|e| CreateEstimate { neu: e, total_neu: e, reserved: Neu::ZERO }),
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Route tables, one module per resource.
+
+pub mod docs;
+pub mod files;
+pub mod jobs;

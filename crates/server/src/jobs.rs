@@ -1,0 +1,170 @@
+//! Job rules that sit between HTTP and the repositories: creating a job from a parsed
+//! request, probing its input, pricing it and queueing it.
+
+use crate::{
+    http::error::{AppError, AppResult},
+    state::AppState,
+};
+use axum::http::StatusCode;
+use convertrilo_core::{
+    filename,
+    neu::{per_minute_price, total_price},
+    request::{JobCreate, SourceRequest},
+    spec::Optimize,
+    time::now_ms,
+    EncodeSpec, ErrorCode, JobId, JobStatus, UserId,
+};
+use convertrilo_db::{EstimateUpdate, Ingest, Job};
+use convertrilo_media::{choose_encoder, probe, MediaError, MediaInfo};
+use std::time::Duration;
+
+/// Checks that the spec can be served by this server, with a message that says what to change.
+pub fn check_spec(state: &AppState, spec: &EncodeSpec) -> AppResult<()> {
+    spec.check_combination().map_err(AppError::bad_request)?;
+    if spec.optimize == Optimize::Vmaf {
+        return Err(AppError::bad_request(
+            "optimize: \"vmaf\" is not available on this server yet; send optimize \"none\" or leave it out",
+        ));
+    }
+    choose_encoder(spec.codec, spec.policy, &state.caps).map_err(AppError::bad_request)?;
+    Ok(())
+}
+
+pub async fn create(state: &AppState, owner: UserId, req: JobCreate) -> AppResult<Job> {
+    check_spec(state, &req.spec)?;
+    let (ingest, source_url) = match &req.source {
+        SourceRequest::Upload => (Ingest::Upload, None),
+        SourceRequest::Url(url) => {
+            let parsed = reqwest::Url::parse(url)
+                .map_err(|e| AppError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidUrl, format!("sourceUrl is not a valid URL: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+                return Err(AppError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidUrl, "sourceUrl must be an http or https URL"));
+            }
+            (Ingest::Url, Some(parsed.to_string()))
+        }
+        SourceRequest::S3(_) => {
+            return Err(AppError::bad_request(
+                "sourceS3 ingest is not available on this server yet; give a sourceUrl, or leave the source out to upload the file",
+            ))
+        }
+    };
+    let source_filename = req
+        .original_filename
+        .as_deref()
+        .and_then(filename::sanitize)
+        .or_else(|| source_url.as_deref().and_then(filename::from_url));
+    let id = JobId::new();
+    let job = Job {
+        id,
+        user_id: owner,
+        status: JobStatus::Created,
+        output_filename: filename::output_name(source_filename.as_deref(), &req.spec),
+        // No extension: approve/confirm may still change the container. Downloads take their
+        // type and name from the signed file name.
+        output_key: format!("outputs/{id}/output"),
+        spec: req.spec,
+        ingest,
+        source_url,
+        input_key: format!("inputs/{id}/source"),
+        input_size: None,
+        output_size: None,
+        original_filename: req.original_filename,
+        source_filename,
+        external_id: req.external_id,
+        metadata: req.metadata,
+        duration_sec: None,
+        output_duration_sec: None,
+        media_info: None,
+        per_minute: None,
+        estimate: None,
+        encoder: None,
+        pct: None,
+        failure_message: None,
+        attempts: 0,
+        auto_confirm: req.confirm && ingest == Ingest::Upload,
+        created_at: now_ms(),
+        queued_at: None,
+        started_at: None,
+        finished_at: None,
+    };
+    state.repos.jobs.insert_job(&job).await?;
+    if req.confirm && ingest == Ingest::Url {
+        return confirm(state, job, None).await;
+    }
+    Ok(job)
+}
+
+/// Where ffprobe can read the job's input, once there is one.
+fn input_location(state: &AppState, job: &Job) -> AppResult<String> {
+    match job.ingest {
+        Ingest::Url => job.source_url.clone().ok_or_else(|| AppError::internal("url job without url")),
+        Ingest::Upload if job.input_size.is_none() => Err(AppError::bad_request(
+            "the source has not been uploaded yet: PUT the file to the job's upload.url first",
+        )),
+        Ingest::Upload => state
+            .store
+            .local_path(&job.input_key)
+            .map(|p| p.to_string_lossy().into_owned())
+            .ok_or_else(|| AppError::internal("object store has no local path")),
+    }
+}
+
+/// Probes the job's input. A file that is not a readable video is the client's problem
+/// (`422 probe_failed`); a broken toolchain is ours.
+pub async fn probe_input(state: &AppState, job: &Job) -> AppResult<MediaInfo> {
+    let location = input_location(state, job)?;
+    let timeout = Duration::from_secs(state.config.probe_timeout_secs);
+    probe(&state.tools, &location, timeout).await.map_err(|e| match e {
+        MediaError::NotAVideo(msg) => AppError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::ProbeFailed, msg),
+        other if other.is_input_fault() => AppError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::ProbeFailed, other.user_message()),
+        other => AppError::internal(other),
+    })
+}
+
+/// Probe results (reusing a stored probe when there is one) plus the price for `spec`.
+pub async fn estimate(state: &AppState, job: &Job, spec: &EncodeSpec) -> AppResult<EstimateUpdate> {
+    let (duration, info) = match (&job.media_info, job.duration_sec) {
+        (Some(info), Some(d)) => (d, info.clone()),
+        _ => {
+            let info = probe_input(state, job).await?;
+            let d = info.duration_sec.unwrap_or(0.0);
+            (d, serde_json::to_value(&info).map_err(AppError::internal)?)
+        }
+    };
+    let per_minute = per_minute_price(spec);
+    Ok(EstimateUpdate {
+        spec: spec.clone(),
+        output_filename: filename::output_name(job.source_filename.as_deref(), spec),
+        duration_sec: Some(duration),
+        media_info: Some(info),
+        per_minute: Some(per_minute),
+        estimate: Some(total_price(per_minute, duration)),
+    })
+}
+
+/// Queues a `created` job. A failed probe does not stop it: the worker probes again and
+/// fails the job with a message the user can act on.
+pub async fn confirm(state: &AppState, job: Job, spec: Option<EncodeSpec>) -> AppResult<Job> {
+    let spec = spec.unwrap_or_else(|| job.spec.clone());
+    check_spec(state, &spec)?;
+    if job.ingest == Ingest::Upload && job.input_size.is_none() {
+        return Err(AppError::bad_request("the source has not been uploaded yet: PUT the file to the job's upload.url, then confirm"));
+    }
+    let update = match estimate(state, &job, &spec).await {
+        Ok(u) => u,
+        Err(e) if e.code == ErrorCode::ProbeFailed => {
+            tracing::info!(job = %job.id, reason = %e.message, "queueing a job whose probe failed; the worker will report it");
+            let output_filename = filename::output_name(job.source_filename.as_deref(), &spec);
+            EstimateUpdate { spec, output_filename, duration_sec: None, media_info: None, per_minute: None, estimate: None }
+        }
+        Err(e) => return Err(e),
+    };
+    match state.repos.jobs.enqueue(job.id, Some(&update), 0).await? {
+        Some(queued) => {
+            state.queue_wake.notify_one();
+            Ok(queued)
+        }
+        // Lost a race with another confirm or a cancel: report the job as it is now.
+        None => state.repos.jobs.job(job.id, None).await?.ok_or_else(|| AppError::not_found("no such job")),
+    }
+}

@@ -1,0 +1,16 @@
+//! The Convertrilo API server and in-process workers: configuration, start-up, the HTTP
+//! surface (routes, auth, errors, the generated OpenAPI document), job rules, and the worker
+//! loop that claims jobs from the database queue and drives the media crate.
+//! Only this crate knows axum.
+
+pub mod accounts;
+pub mod config;
+pub mod http;
+pub mod jobs;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+mod worker;
+
+pub use config::Config;
+pub use startup::{Application, BootstrapCredentials};

@@ -1,0 +1,154 @@
+//! Building and running the service: tools and capabilities, database, object store, signing
+//! secret, first-start bootstrap, listener (port 0 in tests), workers.
+
+use crate::{
+    accounts,
+    config::Config,
+    http,
+    state::{AppState, RunningJobs},
+};
+use anyhow::Context;
+use convertrilo_core::Scope;
+use convertrilo_db::Repos;
+use convertrilo_media::{Capabilities, ScratchRoot, Tools};
+use convertrilo_storage::{LocalStore, UrlSigner};
+use rand::{distributions::Alphanumeric, Rng};
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
+use tokio_util::sync::CancellationToken;
+
+/// The admin account and key created on first start; shown once.
+#[derive(Debug, Clone)]
+pub struct BootstrapCredentials {
+    pub email: String,
+    pub password: String,
+    pub api_key: String,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: AppState,
+    router: axum::Router,
+    shutdown: CancellationToken,
+    workers: Vec<JoinHandle<()>>,
+    pub bootstrap: Option<BootstrapCredentials>,
+    pub swept_scratch_dirs: usize,
+}
+
+/// ffmpeg/ffprobe from config, else from PATH.
+pub fn tools(config: &Config) -> Tools {
+    Tools {
+        ffmpeg: config.ffmpeg.clone().unwrap_or_else(|| PathBuf::from("ffmpeg")),
+        ffprobe: config.ffprobe.clone().unwrap_or_else(|| PathBuf::from("ffprobe")),
+    }
+}
+
+/// Opens the configured database (used by the server and by the admin commands).
+pub async fn open_repos(config: &Config) -> anyhow::Result<Repos> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    convertrilo_db::connect(&config.database_url()).await.context("opening the database")
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let repos = open_repos(&config).await?;
+        let tools = tools(&config);
+        let caps = Capabilities::detect(&tools).await.map_err(|e| {
+            anyhow::anyhow!("{e}\nffmpeg and ffprobe are required: run scripts/setup, or set CONVERTRILO_FFMPEG and CONVERTRILO_FFPROBE")
+        })?;
+
+        let listener = TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let public_url = config.public_url.clone().unwrap_or_else(|| {
+            let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+            let host = if addr.is_ipv6() && !addr.ip().is_unspecified() { format!("[{host}]") } else { host };
+            format!("http://{host}:{}", addr.port())
+        });
+        let random_secret: String = rand::thread_rng().sample_iter(&Alphanumeric).take(48).map(char::from).collect();
+        // Shared through the database so every API process signs and checks links alike.
+        let secret = repos.accounts.setting_or_insert("url_signing_secret", &random_secret).await?;
+        let store = LocalStore::new(config.objects_dir()).with_context(|| format!("object directory {}", config.objects_dir().display()))?;
+        let http_client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(config.download_timeout_secs))
+            .read_timeout(Duration::from_secs(config.download_timeout_secs))
+            .user_agent(concat!("convertrilo/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+
+        let state = AppState {
+            config: Arc::new(config),
+            repos,
+            store: Arc::new(store),
+            signer: UrlSigner::new(secret.into_bytes(), &public_url),
+            tools: Arc::new(tools),
+            caps: Arc::new(caps),
+            queue_wake: Arc::new(Notify::new()),
+            running: RunningJobs::default(),
+            http: http_client,
+        };
+        let bootstrap = bootstrap(&state).await?;
+
+        let shutdown = CancellationToken::new();
+        let (mut workers, mut swept_scratch_dirs) = (Vec::new(), 0);
+        if state.config.workers > 0 {
+            let owner = format!("p{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
+            let (scratch, swept) = ScratchRoot::create(&state.config.scratch_dir(), &owner).context("creating the scratch directory")?;
+            if swept > 0 {
+                tracing::info!(swept, "removed scratch directories left by a stopped process");
+            }
+            swept_scratch_dirs = swept;
+            workers = crate::worker::spawn(state.clone(), Arc::new(scratch), state.config.workers, shutdown.clone());
+        }
+        let router = http::router(state.clone());
+        Ok(Application { listener, addr, state, router, shutdown, workers, bootstrap, swept_scratch_dirs })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn public_url(&self) -> &str {
+        self.state.signer.base_url()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `signal` completes, then stops the workers (running jobs go back to the queue).
+    pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let shutdown = self.shutdown.clone();
+        let serve_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            signal.await;
+            serve_shutdown.cancel();
+        });
+        axum::serve(self.listener, self.router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await?;
+        self.shutdown.cancel();
+        for w in self.workers {
+            let _ = w.await;
+        }
+        Ok(())
+    }
+}
+
+/// On an empty database: an admin account and an all-scopes API key.
+async fn bootstrap(state: &AppState) -> anyhow::Result<Option<BootstrapCredentials>> {
+    if state.repos.accounts.count_users().await? > 0 {
+        return Ok(None);
+    }
+    let email = state.config.bootstrap_admin_email.clone();
+    let password: String = rand::thread_rng().sample_iter(&Alphanumeric).take(20).map(char::from).collect();
+    match accounts::create_user(&state.repos, &email, &password, true, None).await {
+        Ok(_) => {}
+        // Another process bootstrapped at the same moment; it prints the credentials.
+        Err(accounts::AccountError::Exists(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let (_, api_key) = accounts::create_api_key(&state.repos, &email, "bootstrap", <Scope as convertrilo_core::WireEnum>::ALL.to_vec(), None).await?;
+    Ok(Some(BootstrapCredentials { email, password, api_key }))
+}

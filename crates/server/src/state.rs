@@ -1,0 +1,58 @@
+//! What every handler and worker shares.
+
+use crate::config::Config;
+use convertrilo_core::JobId;
+use convertrilo_db::Repos;
+use convertrilo_media::{Capabilities, Tools};
+use convertrilo_storage::{ObjectStore, UrlSigner};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub repos: Repos,
+    pub store: Arc<dyn ObjectStore>,
+    pub signer: UrlSigner,
+    pub tools: Arc<Tools>,
+    pub caps: Arc<Capabilities>,
+    /// Wakes an idle in-process worker when a job is queued (workers also poll as a fallback).
+    pub queue_wake: Arc<Notify>,
+    pub running: RunningJobs,
+    /// Client for URL ingest downloads.
+    pub http: reqwest::Client,
+}
+
+/// Cancellation handles of the jobs this process is encoding, so that a cancel request can
+/// kill ffmpeg at once instead of waiting for the worker's next heartbeat.
+#[derive(Clone, Default)]
+pub struct RunningJobs {
+    // A std mutex: the critical sections are map operations, never held across an await.
+    inner: Arc<Mutex<HashMap<JobId, CancellationToken>>>,
+}
+
+impl RunningJobs {
+    /// The token is a child of `parent` (process shutdown), so either can stop the job.
+    pub fn register(&self, id: JobId, parent: &CancellationToken) -> CancellationToken {
+        let token = parent.child_token();
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).insert(id, token.clone());
+        token
+    }
+    pub fn remove(&self, id: JobId) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+    /// True when the job was running here and has been told to stop.
+    pub fn cancel(&self, id: JobId) -> bool {
+        match self.inner.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            Some(t) => {
+                t.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}

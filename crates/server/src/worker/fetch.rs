@@ -1,0 +1,58 @@
+//! Downloads a URL source to a local file, streaming, with a size cap and timeouts.
+
+use futures::StreamExt;
+use std::path::Path;
+use tokio::io::AsyncWriteExt;
+
+/// Why a download failed; every variant's message is fit for `failureMessage`.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("could not download the source: {0}")]
+    Http(String),
+    #[error("the source is larger than this server's limit of {0} bytes")]
+    TooLarge(u64),
+    #[error("could not store the downloaded source: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl FetchError {
+    /// Network trouble may pass; a 4xx answer or an oversize file will not.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, FetchError::Io(_))
+    }
+}
+
+pub async fn download(client: &reqwest::Client, url: &str, dest: &Path, limit: u64) -> Result<u64, FetchError> {
+    let response = client.get(url).send().await.map_err(|e| FetchError::Http(describe(&e)))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(FetchError::Http(format!("the server answered HTTP {status}")));
+    }
+    if response.content_length().is_some_and(|n| n > limit) {
+        return Err(FetchError::TooLarge(limit));
+    }
+    let mut file = tokio::fs::File::create(dest).await?;
+    let mut written = 0u64;
+    let mut body = response.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| FetchError::Http(describe(&e)))?;
+        written += chunk.len() as u64;
+        if written > limit {
+            return Err(FetchError::TooLarge(limit));
+        }
+        file.write_all(&chunk).await?;
+    }
+    file.flush().await?;
+    Ok(written)
+}
+
+/// reqwest's Display omits the cause chain, which holds the useful part ("connection refused").
+fn describe(e: &reqwest::Error) -> String {
+    let mut msg = if e.is_timeout() { "the download timed out".to_string() } else { e.to_string() };
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        msg.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    msg
+}

@@ -1,0 +1,164 @@
+//! Runs one claimed job: fetch the input, probe, plan, encode with progress, store the
+//! output, and record the outcome. A heartbeat task keeps the lease and publishes progress;
+//! if the job is canceled (here or from another process) ffmpeg is killed and the scratch
+//! directory removed.
+
+use super::fetch;
+use crate::state::AppState;
+use convertrilo_db::{Heartbeat, Ingest, Job, Outcome, Progress};
+use convertrilo_media::{choose_encoder, plan_encode, probe, run_encode, MediaError, PlanInput, RunOptions, ScratchRoot};
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+use tokio_util::sync::CancellationToken;
+
+/// How a job attempt ended, when it did not succeed.
+enum Failure {
+    /// Canceled by the user, lost its lease, or the process is shutting down.
+    Stopped,
+    /// The input or request is at fault (or the encode failed for good): fail the job.
+    Fatal(String),
+    /// Our side had a passing problem: give the job back to the queue.
+    Retry(String),
+}
+
+type SharedProgress = Arc<Mutex<Progress>>;
+
+fn set_progress(p: &SharedProgress, f: impl FnOnce(&mut Progress)) {
+    f(&mut p.lock().unwrap_or_else(|e| e.into_inner()));
+}
+
+pub(super) async fn run_job(state: &AppState, scratch: &ScratchRoot, worker_id: &str, job: Job, shutdown: &CancellationToken) {
+    let id = job.id;
+    let cancel = state.running.register(id, shutdown);
+    // The encoder depends only on the spec and this machine: show it from the first beat.
+    let encoder = choose_encoder(job.spec.codec, job.spec.policy, &state.caps).ok().map(|e| e.ffmpeg_name().to_string());
+    let progress: SharedProgress = Arc::new(Mutex::new(Progress { pct: Some(0.0), encoder }));
+    let heartbeat_done = CancellationToken::new();
+    let heartbeat = tokio::spawn(heartbeat_loop(state.clone(), job.clone(), worker_id.to_string(), progress.clone(), cancel.clone(), heartbeat_done.clone()));
+
+    tracing::info!(codec = %job.spec.codec, resolution = %job.spec.resolution, "job started");
+    let result = execute(state, scratch, &job, &cancel, &progress).await;
+    heartbeat_done.cancel();
+    let _ = heartbeat.await;
+    state.running.remove(id);
+
+    let jobs = &state.repos.jobs;
+    let recorded = match result {
+        Ok(outcome) => jobs.finish(id, worker_id, &outcome).await.map(|held| {
+            if held {
+                tracing::info!("job succeeded");
+            } else {
+                tracing::info!("job finished after it was canceled; its output is discarded");
+            }
+        }),
+        Err(Failure::Stopped) if shutdown.is_cancelled() => jobs.release(id, worker_id).await.map(|_| tracing::info!("job handed back: shutting down")),
+        Err(Failure::Stopped) => Ok(tracing::info!("job stopped: canceled or taken over")),
+        Err(Failure::Fatal(message)) => {
+            tracing::warn!(reason = %message, "job failed");
+            jobs.finish(id, worker_id, &Outcome::Failed { message }).await.map(|_| ())
+        }
+        Err(Failure::Retry(reason)) => {
+            tracing::warn!(%reason, "job handed back to the queue after a passing error");
+            jobs.release(id, worker_id).await
+        }
+    };
+    if let Err(e) = recorded {
+        // The lease will expire and the job will be claimed again.
+        tracing::error!(error = %e, "could not record the job's outcome");
+    }
+}
+
+async fn heartbeat_loop(state: AppState, job: Job, worker_id: String, progress: SharedProgress, cancel: CancellationToken, done: CancellationToken) {
+    let lease = Duration::from_secs(state.config.lease_secs.max(1));
+    // Often enough for lively progress and prompt cross-process cancels, and at least three
+    // beats per lease so one slow write never loses it.
+    let every = Duration::from_millis(1000).min(lease / 3);
+    let mut first = true;
+    loop {
+        if !std::mem::take(&mut first) {
+            tokio::select! {
+                _ = done.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+        let snapshot = progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match state.repos.jobs.heartbeat(job.id, &worker_id, lease, &snapshot).await {
+            Ok(Heartbeat::Continue) => {}
+            Ok(Heartbeat::Lost) => {
+                tracing::info!("job canceled or lease lost; stopping it");
+                cancel.cancel();
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed; will retry"),
+        }
+    }
+}
+
+fn media_failure(e: MediaError) -> Failure {
+    if e.is_canceled() {
+        Failure::Stopped
+    } else {
+        tracing::warn!(error = %e, "media step failed");
+        Failure::Fatal(e.user_message())
+    }
+}
+
+async fn execute(state: &AppState, scratch: &ScratchRoot, job: &Job, cancel: &CancellationToken, progress: &SharedProgress) -> Result<Outcome, Failure> {
+    let dir = scratch.job_dir(&job.id.to_string()).map_err(|e| Failure::Retry(format!("scratch directory: {e}")))?;
+    let input = match job.ingest {
+        Ingest::Upload => state
+            .store
+            .local_path(&job.input_key)
+            .filter(|p| p.is_file())
+            .ok_or_else(|| Failure::Fatal("the uploaded source file is missing; upload it again in a new job".into()))?,
+        Ingest::Url => {
+            let url = job.source_url.as_deref().ok_or_else(|| Failure::Fatal("the job has no source URL".into()))?;
+            let dest = dir.path().join("source");
+            tokio::select! {
+                r = fetch::download(&state.http, url, &dest, state.config.max_upload_bytes) => match r {
+                    Ok(bytes) => tracing::info!(bytes, "source downloaded"),
+                    Err(e) if e.is_transient() => return Err(Failure::Retry(e.to_string())),
+                    Err(e) => return Err(Failure::Fatal(e.to_string())),
+                },
+                _ = cancel.cancelled() => return Err(Failure::Stopped),
+            }
+            dest
+        }
+    };
+    let probe_timeout = Duration::from_secs(state.config.probe_timeout_secs);
+    let info = probe(&state.tools, &input.to_string_lossy(), probe_timeout).await.map_err(media_failure)?;
+    let encoder = choose_encoder(job.spec.codec, job.spec.policy, &state.caps).map_err(Failure::Fatal)?;
+    set_progress(progress, |p| p.encoder = Some(encoder.ffmpeg_name().to_string()));
+
+    let output = dir.path().join(format!("output.{}", job.spec.container.extension()));
+    let passlog = dir.path().join("passlog");
+    let plan = plan_encode(&PlanInput {
+        info: &info,
+        spec: &job.spec,
+        encoder,
+        allow_upscale: state.config.allow_upscale,
+        input: &input,
+        output: &output,
+        passlog_prefix: &passlog,
+    })
+    .map_err(media_failure)?;
+    tracing::info!(width = plan.width, height = plan.height, encoder = encoder.ffmpeg_name(), passes = plan.passes.len(), "encoding");
+    let options = RunOptions {
+        timeout: Some(Duration::from_secs(state.config.encode_timeout_secs)),
+        cancel: Some(cancel.clone()),
+        env: Vec::new(),
+    };
+    let duration = info.duration_sec.unwrap_or(0.0);
+    run_encode(&state.tools, &plan, duration, options, &mut |fraction| set_progress(progress, |p| p.pct = Some(fraction * 100.0)))
+        .await
+        .map_err(media_failure)?;
+
+    // Read the result back: a file ffprobe cannot read is a failed encode, not a success.
+    let produced = probe(&state.tools, &output.to_string_lossy(), probe_timeout)
+        .await
+        .map_err(|e| Failure::Fatal(format!("the encoded file could not be read back: {}", e.user_message())))?;
+    let size = state.store.put_file(&job.output_key, &output).await.map_err(|e| Failure::Retry(format!("could not store the output: {e}")))?;
+    Ok(Outcome::Success { output_size: size as i64, duration_sec: produced.duration_sec })
+}
