@@ -9,7 +9,11 @@ use convertrilo_server::{accounts, startup, telemetry, Application, Config};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "convertrilo", version, about = "Self-hostable video encoding service (Convertrilo Encode API)")]
+#[command(
+    name = "convertrilo",
+    version,
+    about = "Self-hostable video encoding service (Convertrilo Encode API)"
+)]
 struct Cli {
     /// Configuration file (default: ./convertrilo.toml when present).
     #[arg(long, global = true, value_name = "FILE")]
@@ -123,17 +127,25 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let (data_dir, workers) = (config.data_dir.clone(), config.workers);
     let app = Application::build(config).await?;
     let url = app.public_url().to_string();
-    println!("Convertrilo is listening on {url} (data in {}, {workers} in-process worker(s))", data_dir.display());
+    println!(
+        "Convertrilo is listening on {url} (data in {}, {workers} in-process worker(s))",
+        data_dir.display()
+    );
     let key_ref = match &app.bootstrap {
         Some(b) => {
             println!("\nFirst start: created the admin account {} (password: {}) and an API key with every scope.", b.email, b.password);
-            println!("The key is shown only this once; keep it:\n\n  export CONVERTRILO_API_KEY={}\n", b.api_key);
+            println!(
+                "The key is shown only this once; keep it:\n\n  export CONVERTRILO_API_KEY={}\n",
+                b.api_key
+            );
             "$CONVERTRILO_API_KEY".to_string()
         }
         None => "$CONVERTRILO_API_KEY".to_string(),
     };
     println!("Send a first job (any http(s) video URL works as sourceUrl):\n");
-    println!("  curl -s {url}/jobs -H \"X-API-Key: {key_ref}\" -H 'Content-Type: application/json' \\");
+    println!(
+        "  curl -s {url}/jobs -H \"X-API-Key: {key_ref}\" -H 'Content-Type: application/json' \\"
+    );
     println!("    -d '{{\"codec\":\"h264\",\"resolution\":\"720p\",\"fps\":30,\"sourceUrl\":\"https://example.com/video.mp4\",\"confirm\":true}}'");
     println!("  curl -s {url}/jobs/JOB_ID/status -H \"X-API-Key: {key_ref}\"\n");
     app.run_until(shutdown_signal()).await
@@ -160,9 +172,18 @@ async fn shutdown_signal() {
 async fn admin(config: Config, cmd: AdminCommand) -> anyhow::Result<()> {
     let repos = startup::open_repos(&config).await?;
     match cmd {
-        AdminCommand::CreateUser { email, password, grant, admin, json } => {
+        AdminCommand::CreateUser {
+            email,
+            password,
+            grant,
+            admin,
+            json,
+        } => {
             let grant = grant
-                .map(|g| Neu::parse(&g).with_context(|| format!("--grant {g:?} is not an amount like 100 or 12.5")))
+                .map(|g| {
+                    Neu::parse(&g)
+                        .with_context(|| format!("--grant {g:?} is not an amount like 100 or 12.5"))
+                })
                 .transpose()?;
             let user = accounts::create_user(&repos, &email, &password, admin, grant).await?;
             if json {
@@ -175,9 +196,16 @@ async fn admin(config: Config, cmd: AdminCommand) -> anyhow::Result<()> {
                 println!("created user {} ({})", user.email, user.id);
             }
         }
-        AdminCommand::CreateApiKey { email, scopes, expires_in_days, name, json } => {
+        AdminCommand::CreateApiKey {
+            email,
+            scopes,
+            expires_in_days,
+            name,
+            json,
+        } => {
             let scopes = accounts::parse_scopes(scopes.as_deref())?;
-            let (key, raw) = accounts::create_api_key(&repos, &email, &name, scopes, expires_in_days).await?;
+            let (key, raw) =
+                accounts::create_api_key(&repos, &email, &name, scopes, expires_in_days).await?;
             if json {
                 let out = serde_json::json!({
                     "id": key.id, "name": key.name, "key": raw, "prefix": key.prefix, "scopes": key.scopes,

@@ -85,7 +85,7 @@ pub fn per_minute_price(spec: &EncodeSpec) -> Neu {
 /// Total for a duration, rounded up to the next thousandth of a NEU.
 pub fn total_price(per_minute: Neu, duration_sec: f64) -> Neu {
     let millis_secs = (duration_sec.max(0.0) * 1000.0).ceil() as i64; // duration in ms
-    // per_minute.millis * duration_ms / 60_000, rounded up, in i128 to avoid overflow.
+                                                                      // per_minute.millis * duration_ms / 60_000, rounded up, in i128 to avoid overflow.
     let num = per_minute.0 as i128 * millis_secs as i128;
     Neu(((num + 59_999) / 60_000) as i64)
 }
@@ -102,7 +102,10 @@ mod tests {
         assert_eq!(Neu::parse("-1"), None);
         assert_eq!(Neu::from_millis(12_050).to_string(), "12.05");
         assert_eq!(serde_json::to_string(&Neu::from_whole(3)).unwrap(), "3");
-        assert_eq!(serde_json::to_string(&Neu::from_millis(2_500)).unwrap(), "2.5");
+        assert_eq!(
+            serde_json::to_string(&Neu::from_millis(2_500)).unwrap(),
+            "2.5"
+        );
     }
 
     #[test]

@@ -41,7 +41,10 @@ struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     fn issue(&mut self, path: &str, message: impl Into<String>) {
-        self.issues.push(Issue { path: path.to_string(), message: message.into() });
+        self.issues.push(Issue {
+            path: path.to_string(),
+            message: message.into(),
+        });
     }
 
     /// `None` for absent or `null`.
@@ -70,7 +73,10 @@ impl<'a> Fields<'a> {
                 v
             }
             Some(other) => {
-                self.issue(name, format!("must be a string, {expected}; got {}", kind(other)));
+                self.issue(
+                    name,
+                    format!("must be a string, {expected}; got {}", kind(other)),
+                );
                 None
             }
         }
@@ -86,7 +92,9 @@ impl<'a> Fields<'a> {
                 None
             }
             Some(Value::Number(n)) => {
-                let int = n.as_i64().or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64));
+                let int = n
+                    .as_i64()
+                    .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64));
                 match int {
                     Some(i) if (min..=max).contains(&i) => Some(i),
                     _ => {
@@ -108,12 +116,18 @@ impl<'a> Fields<'a> {
             Some(Value::Number(n)) => match n.as_f64() {
                 Some(f) if (min..=max).contains(&f) => Some(f),
                 _ => {
-                    self.issue(name, format!("{n} is out of range; use a number from {min} to {max}"));
+                    self.issue(
+                        name,
+                        format!("{n} is out of range; use a number from {min} to {max}"),
+                    );
                     None
                 }
             },
             Some(other) => {
-                self.issue(name, format!("must be a number from {min} to {max}; got {}", kind(other)));
+                self.issue(
+                    name,
+                    format!("must be a number from {min} to {max}; got {}", kind(other)),
+                );
                 None
             }
         }
@@ -134,7 +148,13 @@ impl<'a> Fields<'a> {
         match self.get(name) {
             None => None,
             Some(Value::String(s)) if s.chars().count() > max_len => {
-                self.issue(name, format!("is {} characters long; the limit is {max_len}", s.chars().count()));
+                self.issue(
+                    name,
+                    format!(
+                        "is {} characters long; the limit is {max_len}",
+                        s.chars().count()
+                    ),
+                );
                 None
             }
             Some(Value::String(s)) if s.trim().is_empty() => {
@@ -202,7 +222,10 @@ fn kind(v: &Value) -> &'static str {
 
 fn as_object(body: &Value) -> Result<&Map<String, Value>, Vec<Issue>> {
     body.as_object().ok_or_else(|| {
-        vec![Issue { path: "".into(), message: format!("the body must be a JSON object; got {}", kind(body)) }]
+        vec![Issue {
+            path: "".into(),
+            message: format!("the body must be a JSON object; got {}", kind(body)),
+        }]
     })
 }
 
@@ -213,11 +236,18 @@ pub const EXTERNAL_ID_MAX: usize = 255;
 /// `POST /jobs` (`JobCreateRequest`).
 pub fn parse_job_create(body: &Value) -> Result<JobCreate, Vec<Issue>> {
     let obj = as_object(body)?;
-    let mut f = Fields { obj, issues: Vec::new() };
+    let mut f = Fields {
+        obj,
+        issues: Vec::new(),
+    };
     let codec = f.wire::<Codec>("codec", true);
     let resolution = f.wire::<Resolution>("resolution", true);
     let fps = f.int("fps", 1, 240, true);
-    let mut spec = EncodeSpec::new(codec.unwrap_or(Codec::H264), resolution.unwrap_or(Resolution::P720), fps.unwrap_or(30) as u32);
+    let mut spec = EncodeSpec::new(
+        codec.unwrap_or(Codec::H264),
+        resolution.unwrap_or(Resolution::P720),
+        fps.unwrap_or(30) as u32,
+    );
     if let Some(v) = f.wire::<Preset>("preset", false) {
         spec.preset = v;
     }
@@ -241,7 +271,10 @@ pub fn parse_job_create(body: &Value) -> Result<JobCreate, Vec<Issue>> {
         }
         (Some(url), None) => {
             if !is_http_url(&url) {
-                f.issue("sourceUrl", "must be an http:// or https:// URL with a host");
+                f.issue(
+                    "sourceUrl",
+                    "must be an http:// or https:// URL with a host",
+                );
             }
             SourceRequest::Url(url)
         }
@@ -254,17 +287,30 @@ pub fn parse_job_create(body: &Value) -> Result<JobCreate, Vec<Issue>> {
     if let Some(m) = &metadata {
         let size = serde_json::to_vec(m).map(|v| v.len()).unwrap_or(0);
         if size > METADATA_MAX_BYTES {
-            f.issue("metadata", format!("is {size} bytes as JSON; the limit is {METADATA_MAX_BYTES}"));
+            f.issue(
+                "metadata",
+                format!("is {size} bytes as JSON; the limit is {METADATA_MAX_BYTES}"),
+            );
         }
     }
     let confirm = f.boolean("confirm").unwrap_or(false);
-    f.finish(JobCreate { spec, source, original_filename, external_id, metadata, confirm })
+    f.finish(JobCreate {
+        spec,
+        source,
+        original_filename,
+        external_id,
+        metadata,
+        confirm,
+    })
 }
 
 /// `POST /jobs/{id}/approve-unified` (`ApproveUnifiedRequest`): every field optional.
 pub fn parse_approve(body: &Value, current: &EncodeSpec) -> Result<EncodeSpec, Vec<Issue>> {
     let obj = as_object(body)?;
-    let mut f = Fields { obj, issues: Vec::new() };
+    let mut f = Fields {
+        obj,
+        issues: Vec::new(),
+    };
     let mut spec = current.clone();
     if let Some(v) = f.wire::<Codec>("codec", false) {
         spec.codec = v;
@@ -294,7 +340,10 @@ pub fn parse_approve(body: &Value, current: &EncodeSpec) -> Result<EncodeSpec, V
 /// `POST /jobs/{id}/confirm` (`ConfirmRequest`): container, quality, optimize, vmafTarget.
 pub fn parse_confirm(body: &Value, current: &EncodeSpec) -> Result<EncodeSpec, Vec<Issue>> {
     let obj = as_object(body)?;
-    let mut f = Fields { obj, issues: Vec::new() };
+    let mut f = Fields {
+        obj,
+        issues: Vec::new(),
+    };
     let mut spec = current.clone();
     f.overrides(&mut spec, (1.0, 100.0));
     f.finish(spec)
@@ -303,7 +352,9 @@ pub fn parse_confirm(body: &Value, current: &EncodeSpec) -> Result<EncodeSpec, V
 /// Scheme and host check only; network-level hardening happens at ingest.
 pub fn is_http_url(url: &str) -> bool {
     let lower = url.to_ascii_lowercase();
-    let rest = lower.strip_prefix("http://").or_else(|| lower.strip_prefix("https://"));
+    let rest = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"));
     matches!(rest, Some(r) if !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace))
 }
 
@@ -326,11 +377,14 @@ mod tests {
     #[test]
     fn fps_out_of_range_and_bad_types() {
         for fps in [json!(0), json!(999), json!(29.97), json!("30")] {
-            let issues = parse_job_create(&json!({"codec":"h264","resolution":"720p","fps":fps})).unwrap_err();
+            let issues = parse_job_create(&json!({"codec":"h264","resolution":"720p","fps":fps}))
+                .unwrap_err();
             assert_eq!(paths(&issues), ["fps"], "fps {fps}");
         }
-        let issues =
-            parse_job_create(&json!({"codec":"vp9","resolution":"720p","fps":30,"passes":3,"confirm":"yes"})).unwrap_err();
+        let issues = parse_job_create(
+            &json!({"codec":"vp9","resolution":"720p","fps":30,"passes":3,"confirm":"yes"}),
+        )
+        .unwrap_err();
         assert_eq!(paths(&issues), ["codec", "passes", "confirm"]);
     }
 
@@ -346,7 +400,10 @@ mod tests {
         assert_eq!(r.spec.codec, Codec::Av1);
         assert_eq!(r.spec.fps, 30);
         assert_eq!(r.spec.passes, 2);
-        assert_eq!(r.source, SourceRequest::Url("https://example.com/a.mp4".into()));
+        assert_eq!(
+            r.source,
+            SourceRequest::Url("https://example.com/a.mp4".into())
+        );
         assert!(r.confirm);
     }
 
@@ -356,7 +413,10 @@ mod tests {
         assert!(!is_http_url("ftp://a.example/x.mp4"));
         assert!(!is_http_url("file:///etc/passwd"));
         assert!(!is_http_url("http://"));
-        let issues = parse_job_create(&json!({"codec":"h264","resolution":"720p","fps":30,"sourceUrl":"file:///x"})).unwrap_err();
+        let issues = parse_job_create(
+            &json!({"codec":"h264","resolution":"720p","fps":30,"sourceUrl":"file:///x"}),
+        )
+        .unwrap_err();
         assert_eq!(paths(&issues), ["sourceUrl"]);
     }
 
@@ -367,6 +427,9 @@ mod tests {
         assert_eq!((s.resolution, s.fps), (Resolution::P1080, 60));
         let s = parse_confirm(&json!({"container":"mkv"}), &base).unwrap();
         assert_eq!(s.container, Container::Mkv);
-        assert_eq!(paths(&parse_confirm(&json!({"container":"avi"}), &base).unwrap_err()), ["container"]);
+        assert_eq!(
+            paths(&parse_confirm(&json!({"container":"avi"}), &base).unwrap_err()),
+            ["container"]
+        );
     }
 }

@@ -47,9 +47,13 @@ impl Container {
         }
     }
 
-    /// WebM only carries VP8/VP9/AV1 video; of ours, only AV1.
+    /// WebM only carries VP8/VP9/AV1 video, so of ours only AV1; ffmpeg's QuickTime muxer
+    /// refuses AV1 (it belongs in MP4, Matroska or WebM).
     pub fn supports(self, codec: Codec) -> bool {
-        !matches!((self, codec), (Self::Webm, Codec::H264 | Codec::H265))
+        !matches!(
+            (self, codec),
+            (Self::Webm, Codec::H264 | Codec::H265) | (Self::Mov, Codec::Av1)
+        )
     }
 }
 
@@ -91,9 +95,17 @@ impl EncodeSpec {
     /// Rules that span fields; the message says what to change.
     pub fn check_combination(&self) -> Result<(), String> {
         if !self.container.supports(self.codec) {
+            let fits: Vec<&str> = Container::ALL
+                .iter()
+                .filter(|c| c.supports(self.codec))
+                .map(|c| c.as_str())
+                .collect();
             return Err(format!(
-                "{} video cannot be stored in {}: use codec av1 with webm, or container mp4, mkv or mov with {}",
-                self.codec, self.container, self.codec
+                "{} video cannot be stored in {}: use container {} for {}",
+                self.codec,
+                self.container,
+                fits.join(", "),
+                self.codec
             ));
         }
         Ok(())
@@ -113,9 +125,17 @@ mod tests {
     fn webm_takes_only_av1() {
         let mut s = EncodeSpec::new(Codec::H264, Resolution::P720, 30);
         s.container = Container::Webm;
-        assert!(s.check_combination().unwrap_err().contains("h264 video cannot be stored in webm"));
+        assert!(s
+            .check_combination()
+            .unwrap_err()
+            .contains("h264 video cannot be stored in webm"));
         s.codec = Codec::Av1;
         assert!(s.check_combination().is_ok());
+        s.container = Container::Mov;
+        assert!(s
+            .check_combination()
+            .unwrap_err()
+            .contains("use container mp4, mkv, webm for av1"));
     }
 
     #[test]

@@ -9,7 +9,11 @@ pub trait WireEnum: Sized + Copy + 'static {
     }
     /// The allowed spellings joined for error messages: `h264, h265, av1`.
     fn allowed() -> String {
-        Self::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+        Self::ALL
+            .iter()
+            .map(|v| v.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 

@@ -54,16 +54,33 @@ fn check_email(email: &str) -> Result<String, AccountError> {
     if valid {
         Ok(email)
     } else {
-        Err(AccountError::Invalid(format!("{email:?} is not an email address")))
+        Err(AccountError::Invalid(format!(
+            "{email:?} is not an email address"
+        )))
     }
 }
 
-pub async fn create_user(repos: &Repos, email: &str, password: &str, is_admin: bool, grant: Option<Neu>) -> Result<User, AccountError> {
+pub async fn create_user(
+    repos: &Repos,
+    email: &str,
+    password: &str,
+    is_admin: bool,
+    grant: Option<Neu>,
+) -> Result<User, AccountError> {
     let email = check_email(email)?;
     if password.chars().count() < 8 {
-        return Err(AccountError::Invalid("the password must be at least 8 characters long".into()));
+        return Err(AccountError::Invalid(
+            "the password must be at least 8 characters long".into(),
+        ));
     }
-    let user = User { id: UserId::new(), email: email.clone(), password_hash: hash_password(password)?, is_admin, banned: false, created_at: now_ms() };
+    let user = User {
+        id: UserId::new(),
+        email: email.clone(),
+        password_hash: hash_password(password)?,
+        is_admin,
+        banned: false,
+        created_at: now_ms(),
+    };
     match repos.accounts.create_user(&user, grant).await {
         Ok(()) => Ok(user),
         Err(DbError::Conflict(_)) => Err(AccountError::Exists(email)),
@@ -78,7 +95,12 @@ pub fn parse_scopes(list: Option<&str>) -> Result<Vec<Scope>, AccountError> {
     };
     let mut scopes = Vec::new();
     for s in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let scope = Scope::parse(s).ok_or_else(|| AccountError::Invalid(format!("unknown scope {s:?}; use any of {}", Scope::allowed())))?;
+        let scope = Scope::parse(s).ok_or_else(|| {
+            AccountError::Invalid(format!(
+                "unknown scope {s:?}; use any of {}",
+                Scope::allowed()
+            ))
+        })?;
         if !scopes.contains(&scope) {
             scopes.push(scope);
         }
@@ -96,10 +118,16 @@ pub async fn create_api_key(
     expires_in_days: Option<u32>,
 ) -> Result<(ApiKey, String), AccountError> {
     let email = check_email(email)?;
-    let user = repos.accounts.user_by_email(&email).await?.ok_or(AccountError::NoSuchUser(email))?;
+    let user = repos
+        .accounts
+        .user_by_email(&email)
+        .await?
+        .ok_or(AccountError::NoSuchUser(email))?;
     if let Some(d) = expires_in_days {
         if !(1..=365).contains(&d) {
-            return Err(AccountError::Invalid("expires-in-days must be from 1 to 365".into()));
+            return Err(AccountError::Invalid(
+                "expires-in-days must be from 1 to 365".into(),
+            ));
         }
     }
     let raw = new_raw_key();
@@ -114,7 +142,10 @@ pub async fn create_api_key(
         revoked_at: None,
         created_at: now,
     };
-    repos.accounts.create_api_key(&key, &hash_api_key(&raw)).await?;
+    repos
+        .accounts
+        .create_api_key(&key, &hash_api_key(&raw))
+        .await?;
     Ok((key, raw))
 }
 
@@ -125,7 +156,10 @@ mod tests {
     #[test]
     fn scopes_and_emails() {
         assert_eq!(parse_scopes(None).unwrap().len(), Scope::ALL.len());
-        assert_eq!(parse_scopes(Some("jobs:read, jobs:read,jobs:create")).unwrap(), vec![Scope::JobsRead, Scope::JobsCreate]);
+        assert_eq!(
+            parse_scopes(Some("jobs:read, jobs:read,jobs:create")).unwrap(),
+            vec![Scope::JobsRead, Scope::JobsCreate]
+        );
         assert!(parse_scopes(Some("jobs:delete")).is_err());
         assert_eq!(check_email(" A@B.io ").unwrap(), "a@b.io");
         assert!(check_email("nope").is_err());

@@ -70,7 +70,10 @@ impl Default for Config {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path}: {message}")]
     File { path: PathBuf, message: String },
     #[error("environment variable {var}: {message}")]
@@ -86,36 +89,64 @@ impl Config {
             p.exists().then_some(p)
         });
         if let Some(path) = path {
-            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read { path: path.clone(), source })?;
-            let file: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File { path: path.clone(), message: e.to_string() })?;
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let file: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::File {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?;
             table.extend(file);
-            Config::deserialize(toml::Value::Table(table.clone()))
-                .map_err(|e| ConfigError::File { path: path.clone(), message: e.to_string() })?;
+            Config::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
+                ConfigError::File {
+                    path: path.clone(),
+                    message: e.to_string(),
+                }
+            })?;
         }
         for field in Config::field_names() {
             let var = format!("CONVERTRILO_{}", field.to_ascii_uppercase());
             if let Ok(raw) = std::env::var(&var) {
                 let value = env_value(&raw, table.get(&field));
                 table.insert(field.clone(), value);
-                Config::deserialize(toml::Value::Table(table.clone()))
-                    .map_err(|e| ConfigError::Env { var: var.clone(), message: e.message().to_string() })?;
+                Config::deserialize(toml::Value::Table(table.clone())).map_err(|e| {
+                    ConfigError::Env {
+                        var: var.clone(),
+                        message: e.message().to_string(),
+                    }
+                })?;
             }
         }
-        Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Env { var: "CONVERTRILO_*".into(), message: e.to_string() })
+        Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Env {
+            var: "CONVERTRILO_*".into(),
+            message: e.to_string(),
+        })
     }
 
     fn field_names() -> Vec<String> {
         // Optional fields are absent from the serialized defaults; list them from a filled copy.
-        let mut filled = Config::default();
-        filled.public_url = Some(String::new());
-        filled.database_url = Some(String::new());
-        filled.ffmpeg = Some(PathBuf::new());
-        filled.ffprobe = Some(PathBuf::new());
-        toml::Table::try_from(filled).map(|t| t.keys().cloned().collect()).unwrap_or_default()
+        let filled = Config {
+            public_url: Some(String::new()),
+            database_url: Some(String::new()),
+            ffmpeg: Some(PathBuf::new()),
+            ffprobe: Some(PathBuf::new()),
+            ..Config::default()
+        };
+        toml::Table::try_from(filled)
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn database_url(&self) -> String {
-        self.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("convertrilo.db").display()))
+        self.database_url.clone().unwrap_or_else(|| {
+            format!(
+                "sqlite://{}",
+                self.data_dir.join("convertrilo.db").display()
+            )
+        })
     }
 
     pub fn objects_dir(&self) -> PathBuf {
@@ -137,7 +168,11 @@ impl Config {
 /// Environment values are strings; numbers and booleans are typed after the default they replace.
 fn env_value(raw: &str, current: Option<&toml::Value>) -> toml::Value {
     match current {
-        Some(toml::Value::Integer(_)) => raw.trim().parse().map(toml::Value::Integer).unwrap_or_else(|_| raw.into()),
+        Some(toml::Value::Integer(_)) => raw
+            .trim()
+            .parse()
+            .map(toml::Value::Integer)
+            .unwrap_or_else(|_| raw.into()),
         Some(toml::Value::Boolean(_)) => match raw.trim().to_ascii_lowercase().as_str() {
             "1" | "true" | "yes" | "on" => true.into(),
             "0" | "false" | "no" | "off" => false.into(),
@@ -166,10 +201,19 @@ mod tests {
 
     #[test]
     fn env_values_are_typed_and_urls_redacted() {
-        assert_eq!(env_value("3", Some(&toml::Value::Integer(1))), toml::Value::Integer(3));
-        assert_eq!(env_value("true", Some(&toml::Value::Boolean(false))), toml::Value::Boolean(true));
+        assert_eq!(
+            env_value("3", Some(&toml::Value::Integer(1))),
+            toml::Value::Integer(3)
+        );
+        assert_eq!(
+            env_value("true", Some(&toml::Value::Boolean(false))),
+            toml::Value::Boolean(true)
+        );
         assert_eq!(env_value("x", None), toml::Value::String("x".into()));
-        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
         assert!(Config::field_names().contains(&"public_url".to_string()));
         assert!(Config::field_names().contains(&"max_upload_bytes".to_string()));

@@ -97,7 +97,10 @@ pub async fn create(state: &AppState, owner: UserId, req: JobCreate) -> AppResul
 /// Where ffprobe can read the job's input, once there is one.
 fn input_location(state: &AppState, job: &Job) -> AppResult<String> {
     match job.ingest {
-        Ingest::Url => job.source_url.clone().ok_or_else(|| AppError::internal("url job without url")),
+        Ingest::Url => job
+            .source_url
+            .clone()
+            .ok_or_else(|| AppError::internal("url job without url")),
         Ingest::Upload if job.input_size.is_none() => Err(AppError::bad_request(
             "the source has not been uploaded yet: PUT the file to the job's upload.url first",
         )),
@@ -114,11 +117,21 @@ fn input_location(state: &AppState, job: &Job) -> AppResult<String> {
 pub async fn probe_input(state: &AppState, job: &Job) -> AppResult<MediaInfo> {
     let location = input_location(state, job)?;
     let timeout = Duration::from_secs(state.config.probe_timeout_secs);
-    probe(&state.tools, &location, timeout).await.map_err(|e| match e {
-        MediaError::NotAVideo(msg) => AppError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::ProbeFailed, msg),
-        other if other.is_input_fault() => AppError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::ProbeFailed, other.user_message()),
-        other => AppError::internal(other),
-    })
+    probe(&state.tools, &location, timeout)
+        .await
+        .map_err(|e| match e {
+            MediaError::NotAVideo(msg) => AppError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::ProbeFailed,
+                msg,
+            ),
+            other if other.is_input_fault() => AppError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::ProbeFailed,
+                other.user_message(),
+            ),
+            other => AppError::internal(other),
+        })
 }
 
 /// Probe results (reusing a stored probe when there is one) plus the price for `spec`.
@@ -155,7 +168,14 @@ pub async fn confirm(state: &AppState, job: Job, spec: Option<EncodeSpec>) -> Ap
         Err(e) if e.code == ErrorCode::ProbeFailed => {
             tracing::info!(job = %job.id, reason = %e.message, "queueing a job whose probe failed; the worker will report it");
             let output_filename = filename::output_name(job.source_filename.as_deref(), &spec);
-            EstimateUpdate { spec, output_filename, duration_sec: None, media_info: None, per_minute: None, estimate: None }
+            EstimateUpdate {
+                spec,
+                output_filename,
+                duration_sec: None,
+                media_info: None,
+                per_minute: None,
+                estimate: None,
+            }
         }
         Err(e) => return Err(e),
     };
@@ -165,6 +185,11 @@ pub async fn confirm(state: &AppState, job: Job, spec: Option<EncodeSpec>) -> Ap
             Ok(queued)
         }
         // Lost a race with another confirm or a cancel: report the job as it is now.
-        None => state.repos.jobs.job(job.id, None).await?.ok_or_else(|| AppError::not_found("no such job")),
+        None => state
+            .repos
+            .jobs
+            .job(job.id, None)
+            .await?
+            .ok_or_else(|| AppError::not_found("no such job")),
     }
 }

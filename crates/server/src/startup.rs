@@ -39,15 +39,24 @@ pub struct Application {
 /// ffmpeg/ffprobe from config, else from PATH.
 pub fn tools(config: &Config) -> Tools {
     Tools {
-        ffmpeg: config.ffmpeg.clone().unwrap_or_else(|| PathBuf::from("ffmpeg")),
-        ffprobe: config.ffprobe.clone().unwrap_or_else(|| PathBuf::from("ffprobe")),
+        ffmpeg: config
+            .ffmpeg
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("ffmpeg")),
+        ffprobe: config
+            .ffprobe
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("ffprobe")),
     }
 }
 
 /// Opens the configured database (used by the server and by the admin commands).
 pub async fn open_repos(config: &Config) -> anyhow::Result<Repos> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-    convertrilo_db::connect(&config.database_url()).await.context("opening the database")
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    convertrilo_db::connect(&config.database_url())
+        .await
+        .context("opening the database")
 }
 
 impl Application {
@@ -58,17 +67,35 @@ impl Application {
             anyhow::anyhow!("{e}\nffmpeg and ffprobe are required: run scripts/setup, or set CONVERTRILO_FFMPEG and CONVERTRILO_FFPROBE")
         })?;
 
-        let listener = TcpListener::bind(&config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
         let addr = listener.local_addr()?;
         let public_url = config.public_url.clone().unwrap_or_else(|| {
-            let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
-            let host = if addr.is_ipv6() && !addr.ip().is_unspecified() { format!("[{host}]") } else { host };
+            let host = if addr.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                addr.ip().to_string()
+            };
+            let host = if addr.is_ipv6() && !addr.ip().is_unspecified() {
+                format!("[{host}]")
+            } else {
+                host
+            };
             format!("http://{host}:{}", addr.port())
         });
-        let random_secret: String = rand::thread_rng().sample_iter(&Alphanumeric).take(48).map(char::from).collect();
+        let random_secret: String = rand::thread_rng()
+            .sample_iter(&Alphanumeric)
+            .take(48)
+            .map(char::from)
+            .collect();
         // Shared through the database so every API process signs and checks links alike.
-        let secret = repos.accounts.setting_or_insert("url_signing_secret", &random_secret).await?;
-        let store = LocalStore::new(config.objects_dir()).with_context(|| format!("object directory {}", config.objects_dir().display()))?;
+        let secret = repos
+            .accounts
+            .setting_or_insert("url_signing_secret", &random_secret)
+            .await?;
+        let store = LocalStore::new(config.objects_dir())
+            .with_context(|| format!("object directory {}", config.objects_dir().display()))?;
         let http_client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(config.download_timeout_secs))
             .read_timeout(Duration::from_secs(config.download_timeout_secs))
@@ -92,15 +119,33 @@ impl Application {
         let (mut workers, mut swept_scratch_dirs) = (Vec::new(), 0);
         if state.config.workers > 0 {
             let owner = format!("p{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
-            let (scratch, swept) = ScratchRoot::create(&state.config.scratch_dir(), &owner).context("creating the scratch directory")?;
+            let (scratch, swept) = ScratchRoot::create(&state.config.scratch_dir(), &owner)
+                .context("creating the scratch directory")?;
             if swept > 0 {
-                tracing::info!(swept, "removed scratch directories left by a stopped process");
+                tracing::info!(
+                    swept,
+                    "removed scratch directories left by a stopped process"
+                );
             }
             swept_scratch_dirs = swept;
-            workers = crate::worker::spawn(state.clone(), Arc::new(scratch), state.config.workers, shutdown.clone());
+            workers = crate::worker::spawn(
+                state.clone(),
+                Arc::new(scratch),
+                state.config.workers,
+                shutdown.clone(),
+            );
         }
         let router = http::router(state.clone());
-        Ok(Application { listener, addr, state, router, shutdown, workers, bootstrap, swept_scratch_dirs })
+        Ok(Application {
+            listener,
+            addr,
+            state,
+            router,
+            shutdown,
+            workers,
+            bootstrap,
+            swept_scratch_dirs,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -120,14 +165,19 @@ impl Application {
     }
 
     /// Serves until `signal` completes, then stops the workers (running jobs go back to the queue).
-    pub async fn run_until(self, signal: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let shutdown = self.shutdown.clone();
         let serve_shutdown = shutdown.clone();
         tokio::spawn(async move {
             signal.await;
             serve_shutdown.cancel();
         });
-        axum::serve(self.listener, self.router).with_graceful_shutdown(async move { shutdown.cancelled().await }).await?;
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await?;
         self.shutdown.cancel();
         for w in self.workers {
             let _ = w.await;
@@ -142,13 +192,28 @@ async fn bootstrap(state: &AppState) -> anyhow::Result<Option<BootstrapCredentia
         return Ok(None);
     }
     let email = state.config.bootstrap_admin_email.clone();
-    let password: String = rand::thread_rng().sample_iter(&Alphanumeric).take(20).map(char::from).collect();
+    let password: String = rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(20)
+        .map(char::from)
+        .collect();
     match accounts::create_user(&state.repos, &email, &password, true, None).await {
         Ok(_) => {}
         // Another process bootstrapped at the same moment; it prints the credentials.
         Err(accounts::AccountError::Exists(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
     }
-    let (_, api_key) = accounts::create_api_key(&state.repos, &email, "bootstrap", <Scope as convertrilo_core::WireEnum>::ALL.to_vec(), None).await?;
-    Ok(Some(BootstrapCredentials { email, password, api_key }))
+    let (_, api_key) = accounts::create_api_key(
+        &state.repos,
+        &email,
+        "bootstrap",
+        <Scope as convertrilo_core::WireEnum>::ALL.to_vec(),
+        None,
+    )
+    .await?;
+    Ok(Some(BootstrapCredentials {
+        email,
+        password,
+        api_key,
+    }))
 }

@@ -39,15 +39,26 @@ impl RunningJobs {
     /// The token is a child of `parent` (process shutdown), so either can stop the job.
     pub fn register(&self, id: JobId, parent: &CancellationToken) -> CancellationToken {
         let token = parent.child_token();
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).insert(id, token.clone());
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, token.clone());
         token
     }
     pub fn remove(&self, id: JobId) {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
     }
     /// True when the job was running here and has been told to stop.
     pub fn cancel(&self, id: JobId) -> bool {
-        match self.inner.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+        match self
+            .inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+        {
             Some(t) => {
                 t.cancel();
                 true

@@ -24,22 +24,55 @@ impl Caller {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let Some(raw) = parts.headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim).filter(|k| !k.is_empty()) else {
-            return Err(AppError::unauthorized(ErrorCode::InvalidApiKey, "missing API key: send it in the X-API-Key header"));
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let Some(raw) = parts
+            .headers
+            .get("x-api-key")
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+        else {
+            return Err(AppError::unauthorized(
+                ErrorCode::InvalidApiKey,
+                "missing API key: send it in the X-API-Key header",
+            ));
         };
-        let Some((key, user)) = state.repos.accounts.api_key_by_hash(&hash_api_key(raw)).await? else {
-            return Err(AppError::unauthorized(ErrorCode::InvalidApiKey, "the API key is not valid; check it was copied whole"));
+        let Some((key, user)) = state
+            .repos
+            .accounts
+            .api_key_by_hash(&hash_api_key(raw))
+            .await?
+        else {
+            return Err(AppError::unauthorized(
+                ErrorCode::InvalidApiKey,
+                "the API key is not valid; check it was copied whole",
+            ));
         };
         if key.revoked_at.is_some() {
-            return Err(AppError::unauthorized(ErrorCode::InvalidApiKey, "the API key has been revoked; create a new one"));
+            return Err(AppError::unauthorized(
+                ErrorCode::InvalidApiKey,
+                "the API key has been revoked; create a new one",
+            ));
         }
         if key.expires_at.is_some_and(|t| t <= now_ms()) {
-            return Err(AppError::unauthorized(ErrorCode::ApiKeyExpired, "the API key has expired; create a new one"));
+            return Err(AppError::unauthorized(
+                ErrorCode::ApiKeyExpired,
+                "the API key has expired; create a new one",
+            ));
         }
         if user.banned {
-            return Err(AppError::new(axum::http::StatusCode::FORBIDDEN, ErrorCode::AccountBanned, "this account is banned"));
+            return Err(AppError::new(
+                axum::http::StatusCode::FORBIDDEN,
+                ErrorCode::AccountBanned,
+                "this account is banned",
+            ));
         }
-        Ok(Caller { user_id: user.id, scopes: key.scopes })
+        Ok(Caller {
+            user_id: user.id,
+            scopes: key.scopes,
+        })
     }
 }

@@ -190,15 +190,21 @@ pub struct StatusResponse {
 
 impl OutputTarget {
     pub fn of(state: &AppState, job: &Job) -> Self {
-        Self { key: job.output_key.clone(), public_url: format!("{}/files/{}", state.signer.base_url(), job.output_key) }
+        Self {
+            key: job.output_key.clone(),
+            public_url: format!("{}/files/{}", state.signer.base_url(), job.output_key),
+        }
     }
 }
 
 impl StatusResponse {
     pub fn of(state: &AppState, job: &Job) -> Self {
         let download_url = (job.status == JobStatus::Success).then(|| {
-            let expires = convertrilo_core::time::now_ms() / 1000 + state.config.download_url_ttl_secs as i64;
-            state.signer.download_url(&job.output_key, expires, &job.output_filename)
+            let expires =
+                convertrilo_core::time::now_ms() / 1000 + state.config.download_url_ttl_secs as i64;
+            state
+                .signer
+                .download_url(&job.output_key, expires, &job.output_filename)
         });
         Self {
             id: job.id.to_string(),
@@ -226,8 +232,12 @@ impl StatusResponse {
 impl JobCreateResponse {
     pub fn of(state: &AppState, job: &Job) -> Self {
         let upload = (job.status == JobStatus::Created && job.source_url.is_none()).then(|| {
-            let expires = convertrilo_core::time::now_ms() / 1000 + state.config.upload_url_ttl_secs as i64;
-            UploadTarget { url: state.signer.upload_url(&job.input_key, expires), key: job.input_key.clone() }
+            let expires =
+                convertrilo_core::time::now_ms() / 1000 + state.config.upload_url_ttl_secs as i64;
+            UploadTarget {
+                url: state.signer.upload_url(&job.input_key, expires),
+                key: job.input_key.clone(),
+            }
         });
         Self {
             job_id: job.id.to_string(),
@@ -238,7 +248,11 @@ impl JobCreateResponse {
             status: job.status,
             upload,
             output: OutputTarget::of(state, job),
-            estimate: job.estimate.map(|e| CreateEstimate { neu: e, total_neu: e, reserved: Neu::ZERO }),
+            estimate: job.estimate.map(|e| CreateEstimate {
+                neu: e,
+                total_neu: e,
+                reserved: Neu::ZERO,
+            }),
         }
     }
 }

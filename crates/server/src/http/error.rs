@@ -46,7 +46,15 @@ pub struct ErrorBody {
 
 impl AppError {
     pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), issues: None, required_scope: None, required: None, available: None }
+        Self {
+            status,
+            code,
+            message: message.into(),
+            issues: None,
+            required_scope: None,
+            required: None,
+            available: None,
+        }
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidRequest, message)
@@ -54,10 +62,23 @@ impl AppError {
     pub fn invalid_body(issues: Vec<Issue>) -> Self {
         let summary = issues
             .iter()
-            .map(|i| if i.path.is_empty() { i.message.clone() } else { format!("{} {}", i.path, i.message) })
+            .map(|i| {
+                if i.path.is_empty() {
+                    i.message.clone()
+                } else {
+                    format!("{} {}", i.path, i.message)
+                }
+            })
             .collect::<Vec<_>>()
             .join("; ");
-        Self { issues: Some(issues), ..Self::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidBody, format!("invalid request body: {summary}")) }
+        Self {
+            issues: Some(issues),
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidBody,
+                format!("invalid request body: {summary}"),
+            )
+        }
     }
     pub fn not_found(what: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, ErrorCode::NotFound, what)
@@ -78,7 +99,11 @@ impl AppError {
     /// A server-side fault: the cause is logged, the client sees a generic message.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::InternalError, "internal error; the server log has the details")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::InternalError,
+            "internal error; the server log has the details",
+        )
     }
 }
 
@@ -111,7 +136,9 @@ impl From<convertrilo_storage::StorageError> for AppError {
                 ErrorCode::FileTooLarge,
                 format!("the file is larger than this server's limit of {limit} bytes"),
             ),
-            S::Stream(msg) => AppError::bad_request(format!("the upload was interrupted: {msg}; send the file again")),
+            S::Stream(msg) => AppError::bad_request(format!(
+                "the upload was interrupted: {msg}; send the file again"
+            )),
             S::NotFound(_) => AppError::not_found("no such file"),
             other => AppError::internal(other),
         }

@@ -18,11 +18,20 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let content_type = req.headers().get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| AppError {
-            status: e.status(),
-            ..AppError::invalid_body(vec![Issue { path: String::new(), message: format!("could not read the body: {e}") }])
-        })?;
+        let content_type = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| AppError {
+                status: e.status(),
+                ..AppError::invalid_body(vec![Issue {
+                    path: String::new(),
+                    message: format!("could not read the body: {e}"),
+                }])
+            })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(JsonBody(Value::Object(Default::default())));
         }
@@ -30,12 +39,21 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             if !ct.starts_with("application/json") && !ct.contains("+json") {
                 return Err(AppError::invalid_body(vec![Issue {
                     path: String::new(),
-                    message: format!("Content-Type is {ct}; send JSON with Content-Type: application/json"),
+                    message: format!(
+                        "Content-Type is {ct}; send JSON with Content-Type: application/json"
+                    ),
                 }]));
             }
         }
         serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
-            AppError::invalid_body(vec![Issue { path: String::new(), message: format!("malformed JSON at line {} column {}: {e}", e.line(), e.column()) }])
+            AppError::invalid_body(vec![Issue {
+                path: String::new(),
+                message: format!(
+                    "malformed JSON at line {} column {}: {e}",
+                    e.line(),
+                    e.column()
+                ),
+            }])
         })
     }
 }
@@ -47,7 +65,11 @@ impl<S: Send + Sync> FromRequestParts<S> for JobPath {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state).await.map_err(|_| AppError::not_found("no such job"))?;
-        raw.parse().map(JobPath).map_err(|_| AppError::not_found(format!("no job with id {raw}")))
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| AppError::not_found("no such job"))?;
+        raw.parse()
+            .map(JobPath)
+            .map_err(|_| AppError::not_found(format!("no job with id {raw}")))
     }
 }

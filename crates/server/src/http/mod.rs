@@ -14,7 +14,10 @@ use tower_http::trace::TraceLayer;
 const JSON_BODY_LIMIT: usize = 1024 * 1024;
 
 pub fn router(state: AppState) -> Router {
-    let api = Router::new().merge(routes::jobs::router()).merge(routes::docs::router()).layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
+    let api = Router::new()
+        .merge(routes::jobs::router())
+        .merge(routes::docs::router())
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
     Router::new()
         .merge(api)
         .merge(routes::files::router())

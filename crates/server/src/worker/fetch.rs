@@ -22,11 +22,22 @@ impl FetchError {
     }
 }
 
-pub async fn download(client: &reqwest::Client, url: &str, dest: &Path, limit: u64) -> Result<u64, FetchError> {
-    let response = client.get(url).send().await.map_err(|e| FetchError::Http(describe(&e)))?;
+pub async fn download(
+    client: &reqwest::Client,
+    url: &str,
+    dest: &Path,
+    limit: u64,
+) -> Result<u64, FetchError> {
+    let response = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| FetchError::Http(describe(&e)))?;
     let status = response.status();
     if !status.is_success() {
-        return Err(FetchError::Http(format!("the server answered HTTP {status}")));
+        return Err(FetchError::Http(format!(
+            "the server answered HTTP {status}"
+        )));
     }
     if response.content_length().is_some_and(|n| n > limit) {
         return Err(FetchError::TooLarge(limit));
@@ -48,7 +59,11 @@ pub async fn download(client: &reqwest::Client, url: &str, dest: &Path, limit: u
 
 /// reqwest's Display omits the cause chain, which holds the useful part ("connection refused").
 fn describe(e: &reqwest::Error) -> String {
-    let mut msg = if e.is_timeout() { "the download timed out".to_string() } else { e.to_string() };
+    let mut msg = if e.is_timeout() {
+        "the download timed out".to_string()
+    } else {
+        e.to_string()
+    };
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         msg.push_str(&format!(": {s}"));

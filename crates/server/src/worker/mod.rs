@@ -17,24 +17,44 @@ const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Starts `count` workers sharing one scratch root. They stop when `shutdown` is canceled,
 /// handing running jobs back to the queue.
-pub fn spawn(state: AppState, scratch: Arc<ScratchRoot>, count: usize, shutdown: CancellationToken) -> Vec<JoinHandle<()>> {
+pub fn spawn(
+    state: AppState,
+    scratch: Arc<ScratchRoot>,
+    count: usize,
+    shutdown: CancellationToken,
+) -> Vec<JoinHandle<()>> {
     let process = uuid::Uuid::now_v7().simple().to_string();
     (0..count)
         .map(|n| {
             let worker_id = format!("{}-{n}", &process[..12]);
             let span = tracing::info_span!("worker", id = %worker_id);
-            tokio::spawn(worker_loop(state.clone(), scratch.clone(), worker_id, shutdown.clone()).instrument(span))
+            tokio::spawn(
+                worker_loop(state.clone(), scratch.clone(), worker_id, shutdown.clone())
+                    .instrument(span),
+            )
         })
         .collect()
 }
 
-async fn worker_loop(state: AppState, scratch: Arc<ScratchRoot>, worker_id: String, shutdown: CancellationToken) {
+async fn worker_loop(
+    state: AppState,
+    scratch: Arc<ScratchRoot>,
+    worker_id: String,
+    shutdown: CancellationToken,
+) {
     let lease = Duration::from_secs(state.config.lease_secs.max(1));
     while !shutdown.is_cancelled() {
-        match state.repos.jobs.claim(&worker_id, lease, state.config.max_attempts).await {
+        match state
+            .repos
+            .jobs
+            .claim(&worker_id, lease, state.config.max_attempts)
+            .await
+        {
             Ok(Some(job)) => {
                 let span = tracing::info_span!("job", id = %job.id, attempt = job.attempts);
-                run::run_job(&state, &scratch, &worker_id, job, &shutdown).instrument(span).await;
+                run::run_job(&state, &scratch, &worker_id, job, &shutdown)
+                    .instrument(span)
+                    .await;
             }
             Ok(None) => {
                 tokio::select! {

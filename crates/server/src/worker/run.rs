@@ -6,7 +6,9 @@
 use super::fetch;
 use crate::state::AppState;
 use convertrilo_db::{Heartbeat, Ingest, Job, Outcome, Progress};
-use convertrilo_media::{choose_encoder, plan_encode, probe, run_encode, MediaError, PlanInput, RunOptions, ScratchRoot};
+use convertrilo_media::{
+    choose_encoder, plan_encode, probe, run_encode, MediaError, PlanInput, RunOptions, ScratchRoot,
+};
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
@@ -29,14 +31,32 @@ fn set_progress(p: &SharedProgress, f: impl FnOnce(&mut Progress)) {
     f(&mut p.lock().unwrap_or_else(|e| e.into_inner()));
 }
 
-pub(super) async fn run_job(state: &AppState, scratch: &ScratchRoot, worker_id: &str, job: Job, shutdown: &CancellationToken) {
+pub(super) async fn run_job(
+    state: &AppState,
+    scratch: &ScratchRoot,
+    worker_id: &str,
+    job: Job,
+    shutdown: &CancellationToken,
+) {
     let id = job.id;
     let cancel = state.running.register(id, shutdown);
     // The encoder depends only on the spec and this machine: show it from the first beat.
-    let encoder = choose_encoder(job.spec.codec, job.spec.policy, &state.caps).ok().map(|e| e.ffmpeg_name().to_string());
-    let progress: SharedProgress = Arc::new(Mutex::new(Progress { pct: Some(0.0), encoder }));
+    let encoder = choose_encoder(job.spec.codec, job.spec.policy, &state.caps)
+        .ok()
+        .map(|e| e.ffmpeg_name().to_string());
+    let progress: SharedProgress = Arc::new(Mutex::new(Progress {
+        pct: Some(0.0),
+        encoder,
+    }));
     let heartbeat_done = CancellationToken::new();
-    let heartbeat = tokio::spawn(heartbeat_loop(state.clone(), job.clone(), worker_id.to_string(), progress.clone(), cancel.clone(), heartbeat_done.clone()));
+    let heartbeat = tokio::spawn(heartbeat_loop(
+        state.clone(),
+        job.clone(),
+        worker_id.to_string(),
+        progress.clone(),
+        cancel.clone(),
+        heartbeat_done.clone(),
+    ));
 
     tracing::info!(codec = %job.spec.codec, resolution = %job.spec.resolution, "job started");
     let result = execute(state, scratch, &job, &cancel, &progress).await;
@@ -53,11 +73,19 @@ pub(super) async fn run_job(state: &AppState, scratch: &ScratchRoot, worker_id: 
                 tracing::info!("job finished after it was canceled; its output is discarded");
             }
         }),
-        Err(Failure::Stopped) if shutdown.is_cancelled() => jobs.release(id, worker_id).await.map(|_| tracing::info!("job handed back: shutting down")),
-        Err(Failure::Stopped) => Ok(tracing::info!("job stopped: canceled or taken over")),
+        Err(Failure::Stopped) if shutdown.is_cancelled() => jobs
+            .release(id, worker_id)
+            .await
+            .map(|_| tracing::info!("job handed back: shutting down")),
+        Err(Failure::Stopped) => {
+            tracing::info!("job stopped: canceled or taken over");
+            Ok(())
+        }
         Err(Failure::Fatal(message)) => {
             tracing::warn!(reason = %message, "job failed");
-            jobs.finish(id, worker_id, &Outcome::Failed { message }).await.map(|_| ())
+            jobs.finish(id, worker_id, &Outcome::Failed { message })
+                .await
+                .map(|_| ())
         }
         Err(Failure::Retry(reason)) => {
             tracing::warn!(%reason, "job handed back to the queue after a passing error");
@@ -70,7 +98,14 @@ pub(super) async fn run_job(state: &AppState, scratch: &ScratchRoot, worker_id: 
     }
 }
 
-async fn heartbeat_loop(state: AppState, job: Job, worker_id: String, progress: SharedProgress, cancel: CancellationToken, done: CancellationToken) {
+async fn heartbeat_loop(
+    state: AppState,
+    job: Job,
+    worker_id: String,
+    progress: SharedProgress,
+    cancel: CancellationToken,
+    done: CancellationToken,
+) {
     let lease = Duration::from_secs(state.config.lease_secs.max(1));
     // Often enough for lively progress and prompt cross-process cancels, and at least three
     // beats per lease so one slow write never loses it.
@@ -84,7 +119,12 @@ async fn heartbeat_loop(state: AppState, job: Job, worker_id: String, progress: 
             }
         }
         let snapshot = progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        match state.repos.jobs.heartbeat(job.id, &worker_id, lease, &snapshot).await {
+        match state
+            .repos
+            .jobs
+            .heartbeat(job.id, &worker_id, lease, &snapshot)
+            .await
+        {
             Ok(Heartbeat::Continue) => {}
             Ok(Heartbeat::Lost) => {
                 tracing::info!("job canceled or lease lost; stopping it");
@@ -105,16 +145,31 @@ fn media_failure(e: MediaError) -> Failure {
     }
 }
 
-async fn execute(state: &AppState, scratch: &ScratchRoot, job: &Job, cancel: &CancellationToken, progress: &SharedProgress) -> Result<Outcome, Failure> {
-    let dir = scratch.job_dir(&job.id.to_string()).map_err(|e| Failure::Retry(format!("scratch directory: {e}")))?;
+async fn execute(
+    state: &AppState,
+    scratch: &ScratchRoot,
+    job: &Job,
+    cancel: &CancellationToken,
+    progress: &SharedProgress,
+) -> Result<Outcome, Failure> {
+    let dir = scratch
+        .job_dir(&job.id.to_string())
+        .map_err(|e| Failure::Retry(format!("scratch directory: {e}")))?;
     let input = match job.ingest {
         Ingest::Upload => state
             .store
             .local_path(&job.input_key)
             .filter(|p| p.is_file())
-            .ok_or_else(|| Failure::Fatal("the uploaded source file is missing; upload it again in a new job".into()))?,
+            .ok_or_else(|| {
+                Failure::Fatal(
+                    "the uploaded source file is missing; upload it again in a new job".into(),
+                )
+            })?,
         Ingest::Url => {
-            let url = job.source_url.as_deref().ok_or_else(|| Failure::Fatal("the job has no source URL".into()))?;
+            let url = job
+                .source_url
+                .as_deref()
+                .ok_or_else(|| Failure::Fatal("the job has no source URL".into()))?;
             let dest = dir.path().join("source");
             tokio::select! {
                 r = fetch::download(&state.http, url, &dest, state.config.max_upload_bytes) => match r {
@@ -128,11 +183,18 @@ async fn execute(state: &AppState, scratch: &ScratchRoot, job: &Job, cancel: &Ca
         }
     };
     let probe_timeout = Duration::from_secs(state.config.probe_timeout_secs);
-    let info = probe(&state.tools, &input.to_string_lossy(), probe_timeout).await.map_err(media_failure)?;
-    let encoder = choose_encoder(job.spec.codec, job.spec.policy, &state.caps).map_err(Failure::Fatal)?;
-    set_progress(progress, |p| p.encoder = Some(encoder.ffmpeg_name().to_string()));
+    let info = probe(&state.tools, &input.to_string_lossy(), probe_timeout)
+        .await
+        .map_err(media_failure)?;
+    let encoder =
+        choose_encoder(job.spec.codec, job.spec.policy, &state.caps).map_err(Failure::Fatal)?;
+    set_progress(progress, |p| {
+        p.encoder = Some(encoder.ffmpeg_name().to_string())
+    });
 
-    let output = dir.path().join(format!("output.{}", job.spec.container.extension()));
+    let output = dir
+        .path()
+        .join(format!("output.{}", job.spec.container.extension()));
     let passlog = dir.path().join("passlog");
     let plan = plan_encode(&PlanInput {
         info: &info,
@@ -144,21 +206,41 @@ async fn execute(state: &AppState, scratch: &ScratchRoot, job: &Job, cancel: &Ca
         passlog_prefix: &passlog,
     })
     .map_err(media_failure)?;
-    tracing::info!(width = plan.width, height = plan.height, encoder = encoder.ffmpeg_name(), passes = plan.passes.len(), "encoding");
+    tracing::info!(
+        width = plan.width,
+        height = plan.height,
+        encoder = encoder.ffmpeg_name(),
+        passes = plan.passes.len(),
+        "encoding"
+    );
     let options = RunOptions {
         timeout: Some(Duration::from_secs(state.config.encode_timeout_secs)),
         cancel: Some(cancel.clone()),
         env: Vec::new(),
     };
     let duration = info.duration_sec.unwrap_or(0.0);
-    run_encode(&state.tools, &plan, duration, options, &mut |fraction| set_progress(progress, |p| p.pct = Some(fraction * 100.0)))
-        .await
-        .map_err(media_failure)?;
+    run_encode(&state.tools, &plan, duration, options, &mut |fraction| {
+        set_progress(progress, |p| p.pct = Some(fraction * 100.0))
+    })
+    .await
+    .map_err(media_failure)?;
 
     // Read the result back: a file ffprobe cannot read is a failed encode, not a success.
     let produced = probe(&state.tools, &output.to_string_lossy(), probe_timeout)
         .await
-        .map_err(|e| Failure::Fatal(format!("the encoded file could not be read back: {}", e.user_message())))?;
-    let size = state.store.put_file(&job.output_key, &output).await.map_err(|e| Failure::Retry(format!("could not store the output: {e}")))?;
-    Ok(Outcome::Success { output_size: size as i64, duration_sec: produced.duration_sec })
+        .map_err(|e| {
+            Failure::Fatal(format!(
+                "the encoded file could not be read back: {}",
+                e.user_message()
+            ))
+        })?;
+    let size = state
+        .store
+        .put_file(&job.output_key, &output)
+        .await
+        .map_err(|e| Failure::Retry(format!("could not store the output: {e}")))?;
+    Ok(Outcome::Success {
+        output_size: size as i64,
+        duration_sec: produced.duration_sec,
+    })
 }

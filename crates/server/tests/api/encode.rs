@@ -7,20 +7,40 @@ use std::{path::Path, time::Duration};
 const LIMIT: Duration = Duration::from_secs(180);
 
 /// Checks an output against the source: codec, box, even sides, fps, duration, audio.
-fn check_output(out: &Path, source: &Value, codec: &str, max_box: (i64, i64), audio_codec: Option<&str>) -> Value {
+fn check_output(
+    out: &Path,
+    source: &Value,
+    codec: &str,
+    max_box: (i64, i64),
+    audio_codec: Option<&str>,
+) -> Value {
     let info = probe(out);
     let v = stream(&info, "video").expect("video stream");
     assert_eq!(v["codec_name"], codec, "{}", out.display());
     let (w, h) = (v["width"].as_i64().unwrap(), v["height"].as_i64().unwrap());
-    let (bw, bh) = if w >= h { max_box } else { (max_box.1, max_box.0) };
+    let (bw, bh) = if w >= h {
+        max_box
+    } else {
+        (max_box.1, max_box.0)
+    };
     assert!(w <= bw && h <= bh, "{w}x{h} outside {bw}x{bh}");
     assert!(w % 2 == 0 && h % 2 == 0, "odd size {w}x{h}");
     let src_fps = fps(stream(source, "video").unwrap());
-    assert!((fps(v) - src_fps).abs() < 0.05, "fps {} vs source {src_fps}", fps(v));
+    assert!(
+        (fps(v) - src_fps).abs() < 0.05,
+        "fps {} vs source {src_fps}",
+        fps(v)
+    );
     let (d_out, d_src) = (duration(&info), duration(source));
-    assert!((d_out - d_src).abs() <= 0.1, "duration {d_out} vs source {d_src}");
+    assert!(
+        (d_out - d_src).abs() <= 0.1,
+        "duration {d_out} vs source {d_src}"
+    );
     match audio_codec {
-        Some(a) => assert_eq!(stream(&info, "audio").expect("audio stream")["codec_name"], a),
+        Some(a) => assert_eq!(
+            stream(&info, "audio").expect("audio stream")["codec_name"],
+            a
+        ),
         None => assert!(stream(&info, "audio").is_none()),
     }
     info
@@ -73,10 +93,17 @@ async fn real_clip_through_upload_and_url_ingest() {
     assert_eq!(done["outputFilename"], "bigbuckbunny-720p.mp4");
     let info = check_output(&out, &source, "h264", (1280, 720), Some("aac"));
     let v = stream(&info, "video").unwrap();
-    assert_eq!((v["width"].as_i64(), v["height"].as_i64()), (Some(1280), Some(720)), "720p source stays 1280x720");
+    assert_eq!(
+        (v["width"].as_i64(), v["height"].as_i64()),
+        (Some(1280), Some(720)),
+        "720p source stays 1280x720"
+    );
     assert_faststart(&out);
 
-    for (id, (codec, audio, ext)) in by_url.iter().zip([("hevc", "aac", "mkv"), ("av1", "opus", "webm")]) {
+    for (id, (codec, audio, ext)) in by_url
+        .iter()
+        .zip([("hevc", "aac", "mkv"), ("av1", "opus", "webm")])
+    {
         let done = app.wait_terminal(id, LIMIT).await;
         assert_eq!(done["ingest"], "url");
         assert_eq!(done["sourceFilename"], "bigbuckbunny.mp4");
@@ -84,7 +111,10 @@ async fn real_clip_through_upload_and_url_ingest() {
         let out = app.download(&done).await;
         let info = check_output(&out, &source, codec, (854, 480), Some(audio));
         let v = stream(&info, "video").unwrap();
-        assert_eq!((v["width"].as_i64(), v["height"].as_i64()), (Some(852), Some(480)));
+        assert_eq!(
+            (v["width"].as_i64(), v["height"].as_i64()),
+            (Some(852), Some(480))
+        );
     }
     app.stop().await;
 }
@@ -93,7 +123,11 @@ async fn real_clip_through_upload_and_url_ingest() {
 fn assert_faststart(path: &Path) {
     let bytes = std::fs::read(path).unwrap();
     let find = |tag: &[u8]| bytes.windows(4).position(|w| w == tag).unwrap();
-    assert!(find(b"moov") < find(b"mdat"), "{} is not faststart", path.display());
+    assert!(
+        find(b"moov") < find(b"mdat"),
+        "{} is not faststart",
+        path.display()
+    );
 }
 
 struct Case {
@@ -111,12 +145,21 @@ async fn generated_inputs_encode_correctly() {
     let app = spawn_app_with(|c| c.workers = 2).await;
     let dir = tempfile::tempdir().unwrap();
     let av = |size: &str, rate: u32, extra: &'static str| -> Vec<String> {
-        let mut v = vec!["-f".into(), "lavfi".into(), "-i".into(), format!("testsrc2=s={size}:r={rate}:d=1")];
+        let mut v = vec![
+            "-f".into(),
+            "lavfi".into(),
+            "-i".into(),
+            format!("testsrc2=s={size}:r={rate}:d=1"),
+        ];
         v.extend(["-f", "lavfi", "-i", "sine=frequency=440:duration=1"].map(String::from));
         v.extend(extra.split_whitespace().map(String::from));
         v
     };
-    let leak = |v: Vec<String>| -> Vec<&'static str> { v.into_iter().map(|s| &*Box::leak(s.into_boxed_str())).collect() };
+    let leak = |v: Vec<String>| -> Vec<&'static str> {
+        v.into_iter()
+            .map(|s| &*Box::leak(s.into_boxed_str()))
+            .collect()
+    };
     let cases = vec![
         Case { name: "odd.mp4", make: leak(av("641x361", 25, "-c:v libx264 -preset ultrafast -pix_fmt yuv444p -shortest")), spec: job_spec("h264", "720p", 30, "mp4"), want_size: (640, 360), want_fps: Some(25.0), want_pix_fmt: Some("yuv420p"), want_audio: Some("aac") },
         Case { name: "portrait.mp4", make: leak(av("1080x1920", 25, "-c:v libx264 -preset ultrafast -shortest")), spec: job_spec("h264", "720p", 30, "mp4"), want_size: (720, 1280), want_fps: Some(25.0), want_pix_fmt: Some("yuv420p"), want_audio: Some("aac") },
@@ -130,10 +173,35 @@ async fn generated_inputs_encode_correctly() {
         make_clip(&dir.path().join(c.name), &c.make);
     }
     // 1280x720 tagged "rotate 90": remux with a display matrix.
-    make_clip(&dir.path().join("flat.mp4"), &leak(av("1280x720", 25, "-c:v libx264 -preset ultrafast -shortest")));
+    make_clip(
+        &dir.path().join("flat.mp4"),
+        &leak(av(
+            "1280x720",
+            25,
+            "-c:v libx264 -preset ultrafast -shortest",
+        )),
+    );
     let flat = dir.path().join("flat.mp4");
-    make_clip(&dir.path().join("rotated.mp4"), &["-display_rotation", "90", "-i", flat.to_str().unwrap(), "-c", "copy"]);
-    let rotated = Case { name: "rotated.mp4", make: vec![], spec: job_spec("h264", "720p", 30, "mov"), want_size: (720, 1280), want_fps: Some(25.0), want_pix_fmt: Some("yuv420p"), want_audio: Some("aac") };
+    make_clip(
+        &dir.path().join("rotated.mp4"),
+        &[
+            "-display_rotation",
+            "90",
+            "-i",
+            flat.to_str().unwrap(),
+            "-c",
+            "copy",
+        ],
+    );
+    let rotated = Case {
+        name: "rotated.mp4",
+        make: vec![],
+        spec: job_spec("h264", "720p", 30, "mov"),
+        want_size: (720, 1280),
+        want_fps: Some(25.0),
+        want_pix_fmt: Some("yuv420p"),
+        want_audio: Some("aac"),
+    };
 
     let all: Vec<&Case> = cases.iter().chain(std::iter::once(&rotated)).collect();
     let mut ids = Vec::new();
@@ -149,7 +217,12 @@ async fn generated_inputs_encode_correctly() {
         let source = probe(&dir.path().join(c.name));
         let info = probe(&out);
         let v = stream(&info, "video").unwrap();
-        assert_eq!((v["width"].as_i64().unwrap(), v["height"].as_i64().unwrap()), c.want_size, "{}", c.name);
+        assert_eq!(
+            (v["width"].as_i64().unwrap(), v["height"].as_i64().unwrap()),
+            c.want_size,
+            "{}",
+            c.name
+        );
         if let Some(f) = c.want_fps {
             assert!((fps(v) - f).abs() < 0.05, "{}: fps {}", c.name, fps(v));
         }
@@ -158,16 +231,38 @@ async fn generated_inputs_encode_correctly() {
         }
         let sar = v["sample_aspect_ratio"].as_str().unwrap_or("1:1");
         assert!(sar == "1:1" || sar == "0:1", "{}: SAR {sar}", c.name);
-        let rotation = v["side_data_list"].as_array().and_then(|l| l.iter().find_map(|s| s["rotation"].as_i64())).unwrap_or(0);
-        assert_eq!(rotation, 0, "{}: rotation must be applied, not tagged", c.name);
+        let rotation = v["side_data_list"]
+            .as_array()
+            .and_then(|l| l.iter().find_map(|s| s["rotation"].as_i64()))
+            .unwrap_or(0);
+        assert_eq!(
+            rotation, 0,
+            "{}: rotation must be applied, not tagged",
+            c.name
+        );
         match c.want_audio {
-            Some(a) => assert_eq!(stream(&info, "audio").expect("audio")["codec_name"], a, "{}", c.name),
+            Some(a) => assert_eq!(
+                stream(&info, "audio").expect("audio")["codec_name"],
+                a,
+                "{}",
+                c.name
+            ),
             None => assert!(stream(&info, "audio").is_none(), "{}", c.name),
         }
         if c.spec["codec"] == "h265" {
-            assert_eq!(v["codec_tag_string"], "hvc1", "{}: h265 in mp4 is tagged hvc1", c.name);
+            assert_eq!(
+                v["codec_tag_string"], "hvc1",
+                "{}: h265 in mp4 is tagged hvc1",
+                c.name
+            );
         }
-        assert!((duration(&info) - duration(&source)).abs() <= 0.1, "{}: duration {} vs {}", c.name, duration(&info), duration(&source));
+        assert!(
+            (duration(&info) - duration(&source)).abs() <= 0.1,
+            "{}: duration {} vs {}",
+            c.name,
+            duration(&info),
+            duration(&source)
+        );
     }
     app.stop().await;
 }

@@ -8,14 +8,22 @@ use std::time::Duration;
 fn assert_error(code: u16, body: &Value, want_status: u16, want_code: &str) {
     assert_eq!(code, want_status, "{body}");
     assert_eq!(body["code"], want_code, "{body}");
-    assert!(body["message"].as_str().is_some_and(|m| m.len() > 10), "message must explain: {body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| m.len() > 10),
+        "message must explain: {body}"
+    );
 }
 
 #[tokio::test]
 async fn bad_requests_are_named_field_by_field() {
     let app = spawn_app().await;
     let raw = |body: &'static str| {
-        app.client.post(app.url("/jobs")).header("X-API-Key", &app.api_key).header("Content-Type", "application/json").body(body).send()
+        app.client
+            .post(app.url("/jobs"))
+            .header("X-API-Key", &app.api_key)
+            .header("Content-Type", "application/json")
+            .body(body)
+            .send()
     };
     let r = raw("{\"codec\": \"h264\",").await.unwrap();
     let (code, body) = (r.status().as_u16(), r.json::<Value>().await.unwrap());
@@ -24,20 +32,37 @@ async fn bad_requests_are_named_field_by_field() {
 
     let (code, body) = app.post("/jobs", json!({})).await;
     assert_error(code, &body, 400, "invalid_body");
-    let paths: Vec<&str> = body["issues"].as_array().unwrap().iter().map(|i| i["path"].as_str().unwrap()).collect();
+    let paths: Vec<&str> = body["issues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["path"].as_str().unwrap())
+        .collect();
     assert_eq!(paths, ["codec", "resolution", "fps"]);
 
     for bad_fps in [0, 999] {
-        let (code, body) = app.post("/jobs", job_spec("h264", "720p", bad_fps, "mp4")).await;
+        let (code, body) = app
+            .post("/jobs", job_spec("h264", "720p", bad_fps, "mp4"))
+            .await;
         assert_error(code, &body, 400, "invalid_body");
         assert_eq!(body["issues"][0]["path"], "fps");
-        assert!(body["issues"][0]["message"].as_str().unwrap().contains("1 to 240"));
+        assert!(body["issues"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 to 240"));
     }
-    let (code, body) = app.post("/jobs", json!({"codec": "vp9", "resolution": "721p", "fps": 30, "container": "avi"})).await;
+    let (code, body) = app
+        .post(
+            "/jobs",
+            json!({"codec": "vp9", "resolution": "721p", "fps": 30, "container": "avi"}),
+        )
+        .await;
     assert_error(code, &body, 400, "invalid_body");
     assert_eq!(body["issues"].as_array().unwrap().len(), 3, "{body}");
 
-    let (code, body) = app.post("/jobs", job_spec("h264", "720p", 30, "webm")).await;
+    let (code, body) = app
+        .post("/jobs", job_spec("h264", "720p", 30, "webm"))
+        .await;
     assert_error(code, &body, 400, "invalid_request");
     assert!(body["message"].as_str().unwrap().contains("webm"));
 
@@ -70,27 +95,92 @@ async fn keys_scopes_and_tenants() {
     let url = app.url("/jobs");
     let spec = job_spec("h264", "720p", 30, "mp4");
     let r = app.client.post(&url).json(&spec).send().await.unwrap();
-    assert_error(r.status().as_u16(), &r.json().await.unwrap(), 401, "invalid_api_key");
-    let r = app.client.post(&url).header("X-API-Key", "cvt_nope").json(&spec).send().await.unwrap();
-    assert_error(r.status().as_u16(), &r.json().await.unwrap(), 401, "invalid_api_key");
+    assert_error(
+        r.status().as_u16(),
+        &r.json().await.unwrap(),
+        401,
+        "invalid_api_key",
+    );
+    let r = app
+        .client
+        .post(&url)
+        .header("X-API-Key", "cvt_nope")
+        .json(&spec)
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        r.status().as_u16(),
+        &r.json().await.unwrap(),
+        401,
+        "invalid_api_key",
+    );
 
     // A second account, and a read-only key of the first.
     let repos = &app.app_state.repos;
-    convertrilo_server::accounts::create_user(repos, "other@example.com", "password123", false, None).await.unwrap();
-    let (_, other_key) = convertrilo_server::accounts::create_api_key(repos, "other@example.com", "t", <Scope as convertrilo_core::WireEnum>::ALL.to_vec(), None).await.unwrap();
-    let (_, read_only) = convertrilo_server::accounts::create_api_key(repos, "admin@localhost", "ro", vec![Scope::JobsRead], None).await.unwrap();
+    convertrilo_server::accounts::create_user(
+        repos,
+        "other@example.com",
+        "password123",
+        false,
+        None,
+    )
+    .await
+    .unwrap();
+    let (_, other_key) = convertrilo_server::accounts::create_api_key(
+        repos,
+        "other@example.com",
+        "t",
+        <Scope as convertrilo_core::WireEnum>::ALL.to_vec(),
+        None,
+    )
+    .await
+    .unwrap();
+    let (_, read_only) = convertrilo_server::accounts::create_api_key(
+        repos,
+        "admin@localhost",
+        "ro",
+        vec![Scope::JobsRead],
+        None,
+    )
+    .await
+    .unwrap();
 
-    let r = app.client.post(&url).header("X-API-Key", &read_only).json(&spec).send().await.unwrap();
+    let r = app
+        .client
+        .post(&url)
+        .header("X-API-Key", &read_only)
+        .json(&spec)
+        .send()
+        .await
+        .unwrap();
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["code"], "missing_required_scope");
     assert_eq!(body["requiredScope"], "jobs:create");
 
     let (_, created) = app.post("/jobs", spec.clone()).await;
     let id = created["jobId"].as_str().unwrap();
-    for (method, path) in [("GET", "status"), ("GET", "probe-duration"), ("POST", "confirm"), ("POST", "cancel"), ("POST", "approve-unified")] {
-        let req = app.client.request(method.parse().unwrap(), app.url(&format!("/jobs/{id}/{path}"))).header("X-API-Key", &other_key);
+    for (method, path) in [
+        ("GET", "status"),
+        ("GET", "probe-duration"),
+        ("POST", "confirm"),
+        ("POST", "cancel"),
+        ("POST", "approve-unified"),
+    ] {
+        let req = app
+            .client
+            .request(
+                method.parse().unwrap(),
+                app.url(&format!("/jobs/{id}/{path}")),
+            )
+            .header("X-API-Key", &other_key);
         let r = req.send().await.unwrap();
-        assert_error(r.status().as_u16(), &r.json().await.unwrap(), 404, "not_found");
+        assert_error(
+            r.status().as_u16(),
+            &r.json().await.unwrap(),
+            404,
+            "not_found",
+        );
     }
     // The owner still sees it, untouched.
     assert_eq!(app.status(id).await["status"], "created");
@@ -102,17 +192,30 @@ async fn files_that_are_not_video_fail_with_a_reason() {
     let app = spawn_app().await;
     let dir = tempfile::tempdir().unwrap();
     let text = dir.path().join("notes.txt");
-    std::fs::write(&text, "these are not the frames you are looking for\n".repeat(100)).unwrap();
+    std::fs::write(
+        &text,
+        "these are not the frames you are looking for\n".repeat(100),
+    )
+    .unwrap();
     let truncated = dir.path().join("truncated.mp4");
     let full = std::fs::read(real_clip("bigbuckbunny.mp4")).unwrap();
     // The real clip keeps its index (moov) at the end: cutting the file loses it.
     std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
 
     for file in [&text, &truncated] {
-        let id = app.upload_job(file, job_spec("h264", "480p", 30, "mp4")).await;
+        let id = app
+            .upload_job(file, job_spec("h264", "480p", 30, "mp4"))
+            .await;
         let (code, body) = app.get(&format!("/jobs/{id}/probe-duration")).await;
         assert_error(code, &body, 422, "probe_failed");
-        assert!(body["message"].as_str().unwrap().to_lowercase().contains("not a"), "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .to_lowercase()
+                .contains("not a"),
+            "{body}"
+        );
         let (code, body) = app.post_empty(&format!("/jobs/{id}/approve-unified")).await;
         assert_error(code, &body, 422, "probe_failed");
         // Confirmed anyway: the job is accepted and then fails, saying why.
@@ -121,8 +224,14 @@ async fn files_that_are_not_video_fail_with_a_reason() {
         let done = app.wait_terminal(&id, Duration::from_secs(60)).await;
         assert_eq!(done["status"], "failed");
         let why = done["failureMessage"].as_str().unwrap();
-        assert!(why.to_lowercase().contains("not a") && why.contains("video"), "{why}");
-        assert!(!why.contains(app.dir.path().to_str().unwrap()), "no server paths leak: {why}");
+        assert!(
+            why.to_lowercase().contains("not a") && why.contains("video"),
+            "{why}"
+        );
+        assert!(
+            !why.contains(app.dir.path().to_str().unwrap()),
+            "no server paths leak: {why}"
+        );
         assert!(done["finishedAt"].is_string());
     }
 

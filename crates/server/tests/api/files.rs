@@ -12,23 +12,44 @@ async fn uploads_are_limited_and_links_are_signed() {
     let id = created["jobId"].as_str().unwrap().to_string();
 
     // Declared too large: refused before reading.
-    let r = app.client.put(&upload).body(vec![0u8; 100_001]).send().await.unwrap();
+    let r = app
+        .client
+        .put(&upload)
+        .body(vec![0u8; 100_001])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 413);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["code"], "file_too_large");
     // Streamed without a length and too large: cut off, nothing kept.
     let chunks = futures::stream::iter((0..20).map(|_| Ok::<_, std::io::Error>(vec![1u8; 10_000])));
-    let r = app.client.put(&upload).body(reqwest::Body::wrap_stream(chunks)).send().await.unwrap();
+    let r = app
+        .client
+        .put(&upload)
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 413);
-    assert!(!app.config.objects_dir().join(format!("inputs/{id}/source")).exists());
-    let staging = std::fs::read_dir(app.config.objects_dir().join(".staging")).unwrap().count();
+    assert!(!app
+        .config
+        .objects_dir()
+        .join(format!("inputs/{id}/source"))
+        .exists());
+    let staging = std::fs::read_dir(app.config.objects_dir().join(".staging"))
+        .unwrap()
+        .count();
     assert_eq!(staging, 0, "partial uploads are removed");
 
     // Tampered and unsigned links.
     let tampered = upload.replace("sig=", "sig=00");
     let r = app.client.put(&tampered).body("x").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 403);
-    assert_eq!(r.json::<Value>().await.unwrap()["code"], "signed_url_required");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "signed_url_required"
+    );
     let unsigned = upload.split('?').next().unwrap().to_string();
     let r = app.client.put(&unsigned).body("x").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 403);
@@ -41,7 +62,19 @@ async fn downloads_support_range_and_name_the_file() {
     let app = spawn_app().await;
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("My Holiday.mp4");
-    make_clip(&clip, &["-f", "lavfi", "-i", "testsrc2=s=320x240:r=25:d=1", "-c:v", "libx264", "-preset", "ultrafast"]);
+    make_clip(
+        &clip,
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=s=320x240:r=25:d=1",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ],
+    );
     let mut spec = job_spec("h264", "480p", 30, "mp4");
     spec["originalFilename"] = json!("My Holiday.mp4");
     spec["confirm"] = json!(true);
@@ -52,14 +85,33 @@ async fn downloads_support_range_and_name_the_file() {
 
     let full = app.client.get(url).send().await.unwrap();
     assert_eq!(full.headers()["content-type"], "video/mp4");
-    assert_eq!(full.headers()["content-disposition"], "attachment; filename=\"My Holiday-480p.mp4\"; filename*=UTF-8''My%20Holiday-480p.mp4");
-    let len: usize = full.headers()["content-length"].to_str().unwrap().parse().unwrap();
+    assert_eq!(
+        full.headers()["content-disposition"],
+        "attachment; filename=\"My Holiday-480p.mp4\"; filename*=UTF-8''My%20Holiday-480p.mp4"
+    );
+    let len: usize = full.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let bytes = full.bytes().await.unwrap();
-    assert_eq!((bytes.len(), Some(len as i64)), (len, done["outputSizeBytes"].as_i64()));
+    assert_eq!(
+        (bytes.len(), Some(len as i64)),
+        (len, done["outputSizeBytes"].as_i64())
+    );
 
-    let part = app.client.get(url).header("Range", "bytes=10-19").send().await.unwrap();
+    let part = app
+        .client
+        .get(url)
+        .header("Range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(part.status().as_u16(), 206);
-    assert_eq!(part.headers()["content-range"], format!("bytes 10-19/{len}").as_str());
+    assert_eq!(
+        part.headers()["content-range"],
+        format!("bytes 10-19/{len}").as_str()
+    );
     assert_eq!(&part.bytes().await.unwrap()[..], &bytes[10..20]);
 
     let head = app.client.head(url).send().await.unwrap();
@@ -67,6 +119,15 @@ async fn downloads_support_range_and_name_the_file() {
 
     // Changing the offered file name breaks the signature.
     let renamed = url.replace("name=My%20Holiday-480p.mp4", "name=evil.exe");
-    assert_eq!(app.client.get(&renamed).send().await.unwrap().status().as_u16(), 403);
+    assert_eq!(
+        app.client
+            .get(&renamed)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        403
+    );
     app.stop().await;
 }

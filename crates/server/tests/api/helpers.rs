@@ -11,7 +11,9 @@ use std::{
 use tokio::sync::oneshot;
 
 pub fn env_path(var: &str, fallback: &str) -> PathBuf {
-    std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| PathBuf::from(fallback))
+    std::env::var_os(var)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(fallback))
 }
 
 pub fn ffmpeg() -> PathBuf {
@@ -23,14 +25,23 @@ pub fn ffprobe() -> PathBuf {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
 }
 
 /// A real clip from the test media fetched by scripts/setup.
 pub fn real_clip(name: &str) -> PathBuf {
-    let dir = std::env::var_os("CONVERTRILO_TEST_MEDIA").map(PathBuf::from).unwrap_or_else(|| workspace_root().join(".tools/media"));
+    let dir = std::env::var_os("CONVERTRILO_TEST_MEDIA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join(".tools/media"));
     let path = dir.join(name);
-    assert!(path.is_file(), "{} is missing: run scripts/setup (it fetches the test media)", path.display());
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/setup (it fetches the test media)",
+        path.display()
+    );
     path
 }
 
@@ -66,15 +77,31 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
     tweak(&mut config);
-    let app = Application::build(config.clone()).await.expect("server starts");
-    let api_key = app.bootstrap.as_ref().expect("first start creates a key").api_key.clone();
+    let app = Application::build(config.clone())
+        .await
+        .expect("server starts");
+    let api_key = app
+        .bootstrap
+        .as_ref()
+        .expect("first start creates a key")
+        .api_key
+        .clone();
     let base = app.public_url().to_string();
     let app_state = app.state().clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
     }));
-    TestApp { base, api_key, client: reqwest::Client::new(), config, app_state, stop: Some(stop), server: Some(server), dir }
+    TestApp {
+        base,
+        api_key,
+        client: reqwest::Client::new(),
+        config,
+        app_state,
+        stop: Some(stop),
+        server: Some(server),
+        dir,
+    }
 }
 
 impl TestApp {
@@ -83,17 +110,36 @@ impl TestApp {
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self.client.post(self.url(path)).header("X-API-Key", &self.api_key).json(&body).send().await.unwrap();
+        let r = self
+            .client
+            .post(self.url(path))
+            .header("X-API-Key", &self.api_key)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn post_empty(&self, path: &str) -> (u16, Value) {
-        let r = self.client.post(self.url(path)).header("X-API-Key", &self.api_key).send().await.unwrap();
+        let r = self
+            .client
+            .post(self.url(path))
+            .header("X-API-Key", &self.api_key)
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self.client.get(self.url(path)).header("X-API-Key", &self.api_key).send().await.unwrap();
+        let r = self
+            .client
+            .get(self.url(path))
+            .header("X-API-Key", &self.api_key)
+            .send()
+            .await
+            .unwrap();
         (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
     }
 
@@ -101,10 +147,18 @@ impl TestApp {
     pub async fn upload_job(&self, file: &Path, spec: Value) -> String {
         let (status, created) = self.post("/jobs", spec).await;
         assert_eq!(status, 200, "{created}");
-        let url = created["upload"]["url"].as_str().expect("upload url").to_string();
+        let url = created["upload"]["url"]
+            .as_str()
+            .expect("upload url")
+            .to_string();
         let bytes = tokio::fs::read(file).await.unwrap();
         let r = self.client.put(url).body(bytes).send().await.unwrap();
-        assert_eq!(r.status().as_u16(), 200, "{}", r.text().await.unwrap_or_default());
+        assert_eq!(
+            r.status().as_u16(),
+            200,
+            "{}",
+            r.text().await.unwrap_or_default()
+        );
         created["jobId"].as_str().unwrap().to_string()
     }
 
@@ -119,10 +173,16 @@ impl TestApp {
         let start = Instant::now();
         loop {
             let s = self.status(id).await;
-            if matches!(s["status"].as_str(), Some("success" | "failed" | "canceled")) {
+            if matches!(
+                s["status"].as_str(),
+                Some("success" | "failed" | "canceled")
+            ) {
                 return s;
             }
-            assert!(start.elapsed() < limit, "job {id} not finished after {limit:?}: {s}");
+            assert!(
+                start.elapsed() < limit,
+                "job {id} not finished after {limit:?}: {s}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -134,7 +194,10 @@ impl TestApp {
             if s["status"] == want {
                 return s;
             }
-            assert!(start.elapsed() < limit, "job {id} never reached {want}: {s}");
+            assert!(
+                start.elapsed() < limit,
+                "job {id} never reached {want}: {s}"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -145,8 +208,14 @@ impl TestApp {
         let url = status["downloadUrl"].as_str().expect("downloadUrl");
         let r = self.client.get(url).send().await.unwrap();
         assert_eq!(r.status().as_u16(), 200);
-        let path = self.dir.path().join(format!("{}-{}", status["id"].as_str().unwrap(), status["outputFilename"].as_str().unwrap()));
-        tokio::fs::write(&path, r.bytes().await.unwrap()).await.unwrap();
+        let path = self.dir.path().join(format!(
+            "{}-{}",
+            status["id"].as_str().unwrap(),
+            status["outputFilename"].as_str().unwrap()
+        ));
+        tokio::fs::write(&path, r.bytes().await.unwrap())
+            .await
+            .unwrap();
         path
     }
 
@@ -179,7 +248,10 @@ impl FileHost {
                 })
                 .await;
         });
-        FileHost { base, stop: Some(stop) }
+        FileHost {
+            base,
+            stop: Some(stop),
+        }
     }
 
     pub fn url(&self, name: &str) -> String {
@@ -209,20 +281,38 @@ pub fn make_clip(out: &Path, args: &[&str]) {
 /// ffprobe's view of a file.
 pub fn probe(path: &Path) -> Value {
     let out = Command::new(ffprobe())
-        .args(["-v", "error", "-print_format", "json", "-show_format", "-show_streams"])
+        .args([
+            "-v",
+            "error",
+            "-print_format",
+            "json",
+            "-show_format",
+            "-show_streams",
+        ])
         .arg(path)
         .output()
         .expect("ffprobe runs");
-    assert!(out.status.success(), "ffprobe failed on {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ffprobe failed on {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 pub fn stream<'a>(info: &'a Value, kind: &str) -> Option<&'a Value> {
-    info["streams"].as_array()?.iter().find(|s| s["codec_type"] == kind)
+    info["streams"]
+        .as_array()?
+        .iter()
+        .find(|s| s["codec_type"] == kind)
 }
 
 pub fn duration(info: &Value) -> f64 {
-    info["format"]["duration"].as_str().and_then(|d| d.parse().ok()).expect("duration")
+    info["format"]["duration"]
+        .as_str()
+        .and_then(|d| d.parse().ok())
+        .expect("duration")
 }
 
 pub fn fps(video: &Value) -> f64 {

@@ -7,7 +7,11 @@ use std::collections::BTreeSet;
 
 pub fn reference_dir() -> std::path::PathBuf {
     let dir = workspace_root().join("../shared/reference/convertrilo-js");
-    assert!(dir.join("openapi.yaml").is_file(), "the API contract is expected at {}", dir.display());
+    assert!(
+        dir.join("openapi.yaml").is_file(),
+        "the API contract is expected at {}",
+        dir.display()
+    );
     dir
 }
 
@@ -38,7 +42,13 @@ fn shape(doc: &Value, schema: &Value) -> (BTreeSet<String>, BTreeSet<String>) {
     if schema.get("properties").is_some() || schema.get("additionalProperties").is_some() {
         types.insert("object".into());
     }
-    values.extend(schema["enum"].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)));
+    values.extend(
+        schema["enum"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(String::from)),
+    );
     // JSON numbers: an integer is also a number.
     if types.contains("integer") {
         types.insert("number".into());
@@ -55,7 +65,12 @@ fn schema<'a>(doc: &'a Value, name: &str) -> &'a Value {
 #[tokio::test]
 async fn generated_spec_matches_the_contract() {
     let app = spawn_app().await;
-    let r = app.client.get(app.url("/openapi.json")).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let ours: Value = r.json().await.unwrap();
     let theirs = reference();
@@ -70,11 +85,26 @@ async fn generated_spec_matches_the_contract() {
         ("/jobs/{id}/status", "get"),
     ];
     for (path, method) in implemented {
-        assert!(ours["paths"][path][method].is_object(), "{method} {path} undocumented");
-        assert!(theirs["paths"][path][method].is_object(), "{method} {path} not in the contract");
+        assert!(
+            ours["paths"][path][method].is_object(),
+            "{method} {path} undocumented"
+        );
+        assert!(
+            theirs["paths"][path][method].is_object(),
+            "{method} {path} not in the contract"
+        );
     }
-    let documented: usize = ours["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
-    assert_eq!(documented, implemented.len(), "every documented operation is listed here");
+    let documented: usize = ours["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|p| p.as_object().unwrap().len())
+        .sum();
+    assert_eq!(
+        documented,
+        implemented.len(),
+        "every documented operation is listed here"
+    );
 
     for (our_name, their_name) in [
         ("JobCreateRequest", "JobCreateRequest"),
@@ -93,9 +123,16 @@ async fn generated_spec_matches_the_contract() {
             assert!(our_field.is_object(), "{our_name}.{field} is missing");
             let (ot, ov) = shape(&ours, our_field);
             let (tt, tv) = shape(&theirs, their_field);
-            assert!(tt.is_subset(&ot) || tt.is_empty(), "{our_name}.{field}: types {ot:?} vs contract {tt:?}");
-            assert!(tv.is_subset(&ov) || (field == "resolution" && our_name == "ApproveUnifiedRequest") || field == "code",
-                "{our_name}.{field}: enum {ov:?} vs contract {tv:?}");
+            assert!(
+                tt.is_subset(&ot) || tt.is_empty(),
+                "{our_name}.{field}: types {ot:?} vs contract {tt:?}"
+            );
+            assert!(
+                tv.is_subset(&ov)
+                    || (field == "resolution" && our_name == "ApproveUnifiedRequest")
+                    || field == "code",
+                "{our_name}.{field}: enum {ov:?} vs contract {tv:?}"
+            );
         }
     }
     app.stop().await;
@@ -106,23 +143,49 @@ async fn generated_spec_matches_the_contract() {
 #[tokio::test]
 async fn documented_request_fields_are_validated() {
     let app = spawn_app().await;
-    let ours: Value = app.client.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let ours: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let (_, created) = app.post("/jobs", job_spec("h264", "480p", 30, "mp4")).await;
     let id = created["jobId"].as_str().unwrap().to_string();
     for (schema_name, path) in [
         ("JobCreateRequest", "/jobs".to_string()),
-        ("ApproveUnifiedRequest", format!("/jobs/{id}/approve-unified")),
+        (
+            "ApproveUnifiedRequest",
+            format!("/jobs/{id}/approve-unified"),
+        ),
         ("ConfirmRequest", format!("/jobs/{id}/confirm")),
     ] {
-        for field in schema(&ours, schema_name)["properties"].as_object().unwrap().keys() {
+        for field in schema(&ours, schema_name)["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+        {
             let mut body = job_spec("h264", "480p", 30, "mp4");
             if schema_name != "JobCreateRequest" {
                 body = json!({});
             }
             body[field] = json!([1]);
             let (code, err) = app.post(&path, body).await;
-            assert_eq!((code, err["code"].as_str()), (400, Some("invalid_body")), "{schema_name}.{field}: {err}");
-            assert!(err["issues"].as_array().unwrap().iter().any(|i| i["path"] == field.as_str()), "{schema_name}.{field}: {err}");
+            assert_eq!(
+                (code, err["code"].as_str()),
+                (400, Some("invalid_body")),
+                "{schema_name}.{field}: {err}"
+            );
+            assert!(
+                err["issues"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|i| i["path"] == field.as_str()),
+                "{schema_name}.{field}: {err}"
+            );
         }
     }
     app.stop().await;

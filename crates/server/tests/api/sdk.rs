@@ -9,7 +9,11 @@ fn compile_sdk(out_dir: &std::path::Path) -> std::path::PathBuf {
     let modules = std::env::var_os("CONVERTRILO_NODE_MODULES")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| workspace_root().join(".tools/node/node_modules"));
-    assert!(modules.join("typescript").is_dir(), "TypeScript is missing from {}: run scripts/setup", modules.display());
+    assert!(
+        modules.join("typescript").is_dir(),
+        "TypeScript is missing from {}: run scripts/setup",
+        modules.display()
+    );
     let source = reference_dir().join("src/index.ts");
     let target = out_dir.join("index.mjs");
     let script = r#"
@@ -19,7 +23,13 @@ fn compile_sdk(out_dir: &std::path::Path) -> std::path::PathBuf {
         const out = ts.transpileModule(src, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 } });
         fs.writeFileSync(process.argv[3], out.outputText);
     "#;
-    let status = Command::new("node").args(["-e", script]).arg(&modules).arg(&source).arg(&target).status().expect("node runs");
+    let status = Command::new("node")
+        .args(["-e", script])
+        .arg(&modules)
+        .arg(&source)
+        .arg(&target)
+        .status()
+        .expect("node runs");
     assert!(status.success(), "could not compile the SDK");
     target
 }
@@ -28,7 +38,11 @@ fn compile_sdk(out_dir: &std::path::Path) -> std::path::PathBuf {
 async fn official_sdk_runs_unmodified() {
     let app = spawn_app().await;
     let host_dir = tempfile::tempdir().unwrap();
-    std::fs::copy(real_clip("bigbuckbunny.mp4"), host_dir.path().join("bigbuckbunny.mp4")).unwrap();
+    std::fs::copy(
+        real_clip("bigbuckbunny.mp4"),
+        host_dir.path().join("bigbuckbunny.mp4"),
+    )
+    .unwrap();
     let host = FileHost::serve(host_dir.path()).await;
     let sdk = compile_sdk(host_dir.path());
     let flow = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/flow.mjs");
@@ -48,24 +62,39 @@ async fn official_sdk_runs_unmodified() {
     })
     .await
     .unwrap();
-    assert!(output.status.success(), "SDK flow failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "SDK flow failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let out: Value = serde_json::from_slice(&output.stdout).expect("SDK flow prints JSON");
 
     assert_eq!(out["created"]["externalId"], "sdk-test-1");
     assert_eq!(out["created"]["metadata"]["customer"], "c-42");
-    assert!((out["probe"]["durationSec"].as_f64().unwrap() - 5.31).abs() < 0.05, "{}", out["probe"]);
+    assert!(
+        (out["probe"]["durationSec"].as_f64().unwrap() - 5.31).abs() < 0.05,
+        "{}",
+        out["probe"]
+    );
     assert_eq!(out["approve"]["ok"], true);
     assert!(out["approve"]["estimate"]["perMinuteNeu"].as_f64().unwrap() > 0.0);
     assert_eq!(out["confirm"]["ok"], true);
     let fin = &out["final"];
     assert_eq!(fin["status"], "success", "{fin}");
-    assert_eq!(fin["outputFilename"], "bigbuckbunny-480p.mkv", "approve's container change renames the output");
+    assert_eq!(
+        fin["outputFilename"], "bigbuckbunny-480p.mkv",
+        "approve's container change renames the output"
+    );
     assert_eq!(fin["externalId"], "sdk-test-1");
     assert_eq!(out["download"]["status"], 200);
     assert_eq!(out["download"]["type"], "video/x-matroska");
     assert!(out["uploadUrl"].as_str().unwrap().contains("/uploads/"));
     assert_eq!(out["canceled"]["status"], "canceled");
-    assert!(out["missing"].as_str().unwrap().contains("HTTP 404"), "{}", out["missing"]);
+    assert!(
+        out["missing"].as_str().unwrap().contains("HTTP 404"),
+        "{}",
+        out["missing"]
+    );
     assert!(out["missing"].as_str().unwrap().contains("not_found"));
     app.stop().await;
 }

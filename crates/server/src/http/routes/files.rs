@@ -25,19 +25,35 @@ use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/uploads/{*key}", put(upload)).route("/files/{*key}", get(download))
+    Router::new()
+        .route("/uploads/{*key}", put(upload))
+        .route("/files/{*key}", get(download))
 }
 
 fn signed(key: String, q: &HashMap<String, String>) -> AppResult<SignedUrl> {
     let (Some(expires), Some(sig)) = (q.get("expires"), q.get("sig")) else {
         return Err(AppError::new(StatusCode::FORBIDDEN, ErrorCode::SignedUrlRequired, "this link must carry its expires and sig parameters; use the URL exactly as the API returned it"));
     };
-    let expires = expires.parse().map_err(|_| AppError::new(StatusCode::FORBIDDEN, ErrorCode::SignedUrlRequired, "the link's expires parameter is not a number"))?;
-    Ok(SignedUrl { key, expires, name: q.get("name").cloned(), sig: sig.clone() })
+    let expires = expires.parse().map_err(|_| {
+        AppError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::SignedUrlRequired,
+            "the link's expires parameter is not a number",
+        )
+    })?;
+    Ok(SignedUrl {
+        key,
+        expires,
+        name: q.get("name").cloned(),
+        sig: sig.clone(),
+    })
 }
 
 fn verify(state: &AppState, method: &str, url: &SignedUrl) -> AppResult<()> {
-    state.signer.verify(method, url, now_ms() / 1000).map_err(|m| AppError::new(StatusCode::FORBIDDEN, ErrorCode::SignedUrlRequired, m))
+    state
+        .signer
+        .verify(method, url, now_ms() / 1000)
+        .map_err(|m| AppError::new(StatusCode::FORBIDDEN, ErrorCode::SignedUrlRequired, m))
 }
 
 #[derive(Serialize)]
@@ -63,49 +79,106 @@ async fn upload(
         .and_then(|r| r.strip_suffix("/source"))
         .and_then(|id| id.parse().ok())
         .ok_or_else(|| AppError::not_found("this link does not name an upload"))?;
-    let job = state.repos.jobs.job(id, None).await?.ok_or_else(|| AppError::not_found("the job of this upload no longer exists"))?;
+    let job = state
+        .repos
+        .jobs
+        .job(id, None)
+        .await?
+        .ok_or_else(|| AppError::not_found("the job of this upload no longer exists"))?;
     if job.ingest != Ingest::Upload || job.status != JobStatus::Created {
-        return Err(AppError::bad_request(format!("the job is {}; uploads are accepted only before the job is confirmed", job.status)));
+        return Err(AppError::bad_request(format!(
+            "the job is {}; uploads are accepted only before the job is confirmed",
+            job.status
+        )));
     }
     let limit = state.config.max_upload_bytes;
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
         if len > limit {
             return Err(convertrilo_storage::StorageError::TooLarge { limit }.into());
         }
     }
-    let stream = body.into_data_stream().map_err(std::io::Error::other).boxed();
-    let size = state.store.put_stream(&job.input_key, stream, limit).await?;
+    let stream = body
+        .into_data_stream()
+        .map_err(std::io::Error::other)
+        .boxed();
+    let size = state
+        .store
+        .put_stream(&job.input_key, stream, limit)
+        .await?;
     if size == 0 {
         state.store.delete(&job.input_key).await?;
-        return Err(AppError::bad_request("the upload was empty; send the file's bytes as the request body"));
+        return Err(AppError::bad_request(
+            "the upload was empty; send the file's bytes as the request body",
+        ));
     }
     if !state.repos.jobs.mark_uploaded(id, size).await? {
-        return Err(AppError::bad_request("the job was confirmed or canceled during the upload; the bytes were not used"));
+        return Err(AppError::bad_request(
+            "the job was confirmed or canceled during the upload; the bytes were not used",
+        ));
     }
     tracing::info!(job = %id, bytes = size, "upload received");
     let mut status = JobStatus::Created;
     if job.auto_confirm {
-        let job = state.repos.jobs.job(id, None).await?.ok_or_else(|| AppError::not_found("no such job"))?;
+        let job = state
+            .repos
+            .jobs
+            .job(id, None)
+            .await?
+            .ok_or_else(|| AppError::not_found("no such job"))?;
         status = jobs::confirm(&state, job, None).await?.status;
     }
-    Ok(Json(UploadResponse { ok: true, key, size, status: status.as_str().into() }))
+    Ok(Json(UploadResponse {
+        ok: true,
+        key,
+        size,
+        status: status.as_str().into(),
+    }))
 }
 
-async fn download(State(state): State<AppState>, Path(key): Path<String>, Query(q): Query<HashMap<String, String>>, req: Request) -> AppResult<Response> {
+async fn download(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    req: Request,
+) -> AppResult<Response> {
     let url = signed(key.clone(), &q)?;
     verify(&state, "GET", &url)?;
-    let not_available = || AppError::new(StatusCode::NOT_FOUND, ErrorCode::OutputNotAvailable, "the file is no longer available");
+    let not_available = || {
+        AppError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::OutputNotAvailable,
+            "the file is no longer available",
+        )
+    };
     let path = state.store.local_path(&key).ok_or_else(not_available)?;
-    if !tokio::fs::metadata(&path).await.map(|m| m.is_file()).unwrap_or(false) {
+    if !tokio::fs::metadata(&path)
+        .await
+        .map(|m| m.is_file())
+        .unwrap_or(false)
+    {
         return Err(not_available());
     }
-    let mut response = ServeFile::new(&path).oneshot(req).await.map_err(AppError::internal)?.into_response();
-    let name = url.name.unwrap_or_else(|| key.rsplit('/').next().unwrap_or("output").to_string());
+    let mut response = ServeFile::new(&path)
+        .oneshot(req)
+        .await
+        .map_err(AppError::internal)?
+        .into_response();
+    let name = url
+        .name
+        .unwrap_or_else(|| key.rsplit('/').next().unwrap_or("output").to_string());
     let headers = response.headers_mut();
     if let Some(ct) = mime_for(&name) {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
     }
-    let disposition = format!("attachment; filename=\"{}\"; filename*=UTF-8''{}", name.replace(['"', '\\'], "_"), percent_encode(&name));
+    let disposition = format!(
+        "attachment; filename=\"{}\"; filename*=UTF-8''{}",
+        name.replace(['"', '\\'], "_"),
+        percent_encode(&name)
+    );
     if let Ok(v) = HeaderValue::from_str(&disposition) {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }

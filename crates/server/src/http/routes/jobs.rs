@@ -10,7 +10,11 @@ use crate::{
     jobs,
     state::AppState,
 };
-use axum::{extract::State, routing::{get, post}, Json, Router};
+use axum::{
+    extract::State,
+    routing::{get, post},
+    Json, Router,
+};
 use convertrilo_core::{request, JobStatus, Neu, Scope};
 use convertrilo_db::Job;
 
@@ -24,15 +28,27 @@ pub fn router() -> Router<AppState> {
         .route("/jobs/{id}/status", get(job_status))
 }
 
-async fn owned_job(state: &AppState, caller: &Caller, id: convertrilo_core::JobId) -> AppResult<Job> {
-    state.repos.jobs.job(id, Some(caller.user_id)).await?.ok_or_else(|| AppError::not_found(format!("no job with id {id}")))
+async fn owned_job(
+    state: &AppState,
+    caller: &Caller,
+    id: convertrilo_core::JobId,
+) -> AppResult<Job> {
+    state
+        .repos
+        .jobs
+        .job(id, Some(caller.user_id))
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("no job with id {id}")))
 }
 
 fn must_be_created(job: &Job, action: &str) -> AppResult<()> {
     if job.status == JobStatus::Created {
         Ok(())
     } else {
-        Err(AppError::bad_request(format!("the job is already {}; {action} applies only to jobs that are still created", job.status)))
+        Err(AppError::bad_request(format!(
+            "the job is already {}; {action} applies only to jobs that are still created",
+            job.status
+        )))
     }
 }
 
@@ -40,7 +56,11 @@ fn must_be_created(job: &Job, action: &str) -> AppResult<()> {
 #[utoipa::path(post, path = "/jobs", tag = "jobs", request_body = JobCreateRequest,
     security(("ApiKeyAuth" = [])),
     responses((status = 200, body = JobCreateResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn create_job(State(state): State<AppState>, caller: Caller, JsonBody(body): JsonBody) -> AppResult<Json<JobCreateResponse>> {
+async fn create_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody,
+) -> AppResult<Json<JobCreateResponse>> {
     caller.require(Scope::JobsCreate)?;
     let req = request::parse_job_create(&body).map_err(AppError::invalid_body)?;
     let job = jobs::create(&state, caller.user_id, req).await?;
@@ -51,7 +71,11 @@ async fn create_job(State(state): State<AppState>, caller: Caller, JsonBody(body
 #[utoipa::path(get, path = "/jobs/{id}/probe-duration", tag = "jobs", params(("id" = String, Path)),
     security(("ApiKeyAuth" = [])),
     responses((status = 200, body = ProbeDurationResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn probe_duration(State(state): State<AppState>, caller: Caller, JobPath(id): JobPath) -> AppResult<Json<ProbeDurationResponse>> {
+async fn probe_duration(
+    State(state): State<AppState>,
+    caller: Caller,
+    JobPath(id): JobPath,
+) -> AppResult<Json<ProbeDurationResponse>> {
     caller.require(Scope::JobsRead)?;
     let job = owned_job(&state, &caller, id).await?;
     let duration = match job.duration_sec {
@@ -64,7 +88,10 @@ async fn probe_duration(State(state): State<AppState>, caller: Caller, JobPath(i
             update.duration_sec.unwrap_or(0.0)
         }
     };
-    Ok(Json(ProbeDurationResponse { duration_sec: duration, duration_minutes: (duration / 60.0 * 1000.0).round() / 1000.0 }))
+    Ok(Json(ProbeDurationResponse {
+        duration_sec: duration,
+        duration_minutes: (duration / 60.0 * 1000.0).round() / 1000.0,
+    }))
 }
 
 /// Apply settings, probe and return the estimate (does not queue).
@@ -113,32 +140,59 @@ async fn confirm_job(
         // Confirming twice is harmless: the job is already on its way.
         JobStatus::Queued | JobStatus::Running | JobStatus::Success => job,
         JobStatus::Failed | JobStatus::Canceled => {
-            return Err(AppError::bad_request(format!("the job is {}; create a new job to encode this source", job.status)))
+            return Err(AppError::bad_request(format!(
+                "the job is {}; create a new job to encode this source",
+                job.status
+            )))
         }
     };
-    Ok(Json(ConfirmResponse { ok: true, status: job.status }))
+    Ok(Json(ConfirmResponse {
+        ok: true,
+        status: job.status,
+    }))
 }
 
 /// Cancel a job that has not finished; a running encode is stopped and its files removed.
 #[utoipa::path(post, path = "/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path)),
     security(("ApiKeyAuth" = [])),
     responses((status = 200, body = CancelResponse), (status = 404, body = ErrorBody)))]
-async fn cancel_job(State(state): State<AppState>, caller: Caller, JobPath(id): JobPath) -> AppResult<Json<CancelResponse>> {
+async fn cancel_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    JobPath(id): JobPath,
+) -> AppResult<Json<CancelResponse>> {
     caller.require(Scope::JobsCancel)?;
-    let previous = state.repos.jobs.cancel(id, caller.user_id).await?.ok_or_else(|| AppError::not_found(format!("no job with id {id}")))?;
+    let previous = state
+        .repos
+        .jobs
+        .cancel(id, caller.user_id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("no job with id {id}")))?;
     if previous.is_terminal() {
-        return Ok(Json(CancelResponse { ok: true, status: previous, previous_status: previous }));
+        return Ok(Json(CancelResponse {
+            ok: true,
+            status: previous,
+            previous_status: previous,
+        }));
     }
     // Stop the encode here at once; a worker in another process notices at its next heartbeat.
     state.running.cancel(id);
-    Ok(Json(CancelResponse { ok: true, status: JobStatus::Canceled, previous_status: previous }))
+    Ok(Json(CancelResponse {
+        ok: true,
+        status: JobStatus::Canceled,
+        previous_status: previous,
+    }))
 }
 
 /// Status, progress and (on success) a signed download link.
 #[utoipa::path(get, path = "/jobs/{id}/status", tag = "jobs", params(("id" = String, Path)),
     security(("ApiKeyAuth" = [])),
     responses((status = 200, body = StatusResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn job_status(State(state): State<AppState>, caller: Caller, JobPath(id): JobPath) -> AppResult<Json<StatusResponse>> {
+async fn job_status(
+    State(state): State<AppState>,
+    caller: Caller,
+    JobPath(id): JobPath,
+) -> AppResult<Json<StatusResponse>> {
     caller.require(Scope::JobsRead)?;
     let job = owned_job(&state, &caller, id).await?;
     Ok(Json(StatusResponse::of(&state, &job)))

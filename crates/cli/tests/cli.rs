@@ -1,0 +1,417 @@
+//! The `convertrilo` binary as users and scripts run it: first start, admin commands against
+//! a running server's data directory, and recovery after the process is killed mid-encode.
+
+use serde_json::{json, Value};
+use std::{
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+const BIN: &str = env!("CARGO_BIN_EXE_convertrilo");
+
+fn tool(var: &str, fallback: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| fallback.to_string())
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    /// Printed on first start only.
+    key: Option<String>,
+    stdout: Vec<String>,
+}
+
+impl Server {
+    /// Starts `convertrilo serve` on a random port and reads its start-up banner.
+    fn start(data: &Path, extra_env: &[(&str, &str)]) -> Server {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data)
+            .env("CONVERTRILO_FFMPEG", tool("CONVERTRILO_FFMPEG", "ffmpeg"))
+            .env(
+                "CONVERTRILO_FFPROBE",
+                tool("CONVERTRILO_FFPROBE", "ffprobe"),
+            )
+            .env("CONVERTRILO_LOG", "warn")
+            .envs(extra_env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("convertrilo starts");
+        let (tx, rx) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let (mut base, mut key, mut stdout) = (None, None, Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
+                continue;
+            };
+            if let Some(rest) = line.strip_prefix("Convertrilo is listening on ") {
+                base = rest.split_whitespace().next().map(String::from);
+            }
+            if let Some(k) = line.trim().strip_prefix("export CONVERTRILO_API_KEY=") {
+                key = Some(k.to_string());
+            }
+            let done = line.contains("/status");
+            stdout.push(line);
+            if done {
+                break;
+            }
+        }
+        let base = base.unwrap_or_else(|| panic!("no listening line in {stdout:?}"));
+        Server {
+            child,
+            base,
+            key,
+            stdout,
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL: no chance to clean up
+        let _ = self.child.wait();
+    }
+
+    fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn admin(data: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN)
+        .args(["admin"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(data)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn processes_mentioning(needle: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn first_start_and_admin_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, &[]);
+    let key = server.key.clone().expect("first start prints a key");
+    assert!(
+        server
+            .stdout
+            .iter()
+            .any(|l| l.contains("curl -s") && l.contains("/jobs")),
+        "{:?}",
+        server.stdout
+    );
+
+    // Scripts create accounts while the server runs.
+    let (ok, out, err) = admin(
+        &data,
+        &[
+            "create-user",
+            "--email",
+            "dev@example.com",
+            "--password",
+            "s3cret-pass",
+            "--grant",
+            "12.5",
+            "--json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let user: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (user["email"].as_str(), user["granted"].as_f64()),
+        (Some("dev@example.com"), Some(12.5))
+    );
+    let (ok, _, err) = admin(
+        &data,
+        &[
+            "create-user",
+            "--email",
+            "dev@example.com",
+            "--password",
+            "s3cret-pass",
+        ],
+    );
+    assert!(!ok && err.contains("already exists"), "{err}");
+    let (ok, _, err) = admin(
+        &data,
+        &[
+            "create-user",
+            "--email",
+            "x@example.com",
+            "--password",
+            "short",
+        ],
+    );
+    assert!(!ok && err.contains("at least 8"), "{err}");
+    let (ok, out, err) = admin(
+        &data,
+        &[
+            "create-api-key",
+            "--email",
+            "dev@example.com",
+            "--scopes",
+            "jobs:read,jobs:create",
+            "--expires-in-days",
+            "30",
+            "--json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let created: Value = serde_json::from_str(&out).unwrap();
+    let dev_key = created["key"].as_str().unwrap().to_string();
+    assert_eq!(created["scopes"], json!(["jobs:read", "jobs:create"]));
+    assert!(created["expiresAt"].is_string());
+    let (ok, _, err) = admin(&data, &["create-api-key", "--email", "nobody@example.com"]);
+    assert!(!ok && err.contains("no user"), "{err}");
+    let (ok, _, err) = admin(
+        &data,
+        &[
+            "create-api-key",
+            "--email",
+            "dev@example.com",
+            "--scopes",
+            "jobs:everything",
+        ],
+    );
+    assert!(!ok && err.contains("unknown scope"), "{err}");
+
+    let client = reqwest::Client::new();
+    let spec = json!({"codec": "h264", "resolution": "720p", "fps": 30});
+    let r = client
+        .post(format!("{}/jobs", server.base))
+        .header("X-API-Key", &dev_key)
+        .json(&spec)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let job: Value = r.json().await.unwrap();
+    // The dev key lacks jobs:cancel; the admin key from the banner has every scope.
+    let cancel = format!(
+        "{}/jobs/{}/cancel",
+        server.base,
+        job["jobId"].as_str().unwrap()
+    );
+    let r = client
+        .post(&cancel)
+        .header("X-API-Key", &dev_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    let r = client
+        .post(&cancel)
+        .header("X-API-Key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        404,
+        "another account's job is invisible even to the admin's key"
+    );
+    server.terminate();
+
+    // A second start on the same data keeps the accounts and prints no new key.
+    let server = Server::start(&data, &[]);
+    assert!(server.key.is_none());
+    let config = Command::new(BIN)
+        .args(["config", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let config = String::from_utf8_lossy(&config.stdout);
+    assert!(
+        config.contains("listen = \"127.0.0.1:8080\"") && config.contains("max_upload_bytes"),
+        "{config}"
+    );
+}
+
+#[tokio::test]
+async fn killed_mid_encode_the_job_is_requeued_and_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let clip = dir.path().join("long.mp4");
+    let made = Command::new(tool("CONVERTRILO_FFMPEG", "ffmpeg"))
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=s=640x360:r=30:d=12",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=d=12",
+        ])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-shortest"])
+        .arg(&clip)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let env = [("CONVERTRILO_LEASE_SECS", "3")];
+    let mut server = Server::start(&data, &env);
+    let key = server.key.clone().unwrap();
+    let client = reqwest::Client::new();
+    let spec = json!({"codec": "h265", "resolution": "480p", "fps": 30, "preset": "slow", "confirm": true});
+    let created: Value = client
+        .post(format!("{}/jobs", server.base))
+        .header("X-API-Key", &key)
+        .json(&spec)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["jobId"].as_str().unwrap().to_string();
+    let put = client
+        .put(created["upload"]["url"].as_str().unwrap())
+        .body(std::fs::read(&clip).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 200);
+
+    let status_url = |base: &str| format!("{base}/jobs/{id}/status");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s: Value = client
+            .get(status_url(&server.base))
+            .header("X-API-Key", &key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if s["status"] == "running" && s["pct"].as_f64().unwrap_or(0.0) > 0.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never got going: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let scratch = data.join("tmp");
+    let stale: Vec<PathBuf> = std::fs::read_dir(&scratch)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(
+        stale.iter().any(|d| d.join(&id).exists()),
+        "the encode has scratch files"
+    );
+    server.kill();
+    // ffmpeg dies with its parent rather than running on as an orphan.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while processes_mentioning(&id) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "ffmpeg outlived the killed server"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let server = Server::start(&data, &env);
+    for dir in &stale {
+        assert!(
+            !dir.exists(),
+            "stale scratch {} was not removed",
+            dir.display()
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let s: Value = client
+            .get(status_url(&server.base))
+            .header("X-API-Key", &key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if matches!(
+            s["status"].as_str(),
+            Some("success" | "failed" | "canceled")
+        ) {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "not finished after restart: {s}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(done["status"], "success", "{done}");
+    let bytes = client
+        .get(done["downloadUrl"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let out = dir.path().join("out.mp4");
+    std::fs::write(&out, &bytes).unwrap();
+    let probe = Command::new(tool("CONVERTRILO_FFPROBE", "ffprobe"))
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "stream=codec_name,width,height",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let probe = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        probe.contains("hevc,640,360"),
+        "a 640x360 source fits 480p as it is: {probe}"
+    );
+}
