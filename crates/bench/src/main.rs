@@ -1,1 +1,398 @@
-fn main() {}
+//! `convertrilo-bench`: measures the service against bare ffmpeg, side by side in one run.
+//!
+//! 1. Encode overhead: the real clip → h264 720p mp4 and → av1 480p webm, through a spawned
+//!    `convertrilo serve` (create → upload → queued → encoded → downloaded) and with bare ffmpeg
+//!    running the identical argument list (built by the same planner from the same probe).
+//!    Prints the median wall time of each and the service/bare ratio (target ≤ 1.10).
+//! 2. Upload memory: the server's RSS growth while a 1 GiB file streams in (target < 64 MiB).
+
+use anyhow::{bail, Context, Result};
+use convertrilo_core::request::parse_job_create;
+use convertrilo_media::{choose_encoder, plan_encode, probe, Capabilities, PlanInput, Tools};
+use serde_json::{json, Value};
+use std::{
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+struct Args {
+    server: PathBuf,
+    clip: PathBuf,
+    runs: usize,
+    upload_mib: u64,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        server: "target/release/convertrilo".into(),
+        clip: PathBuf::new(),
+        runs: 5,
+        upload_mib: 1024,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--server" => args.server = value()?.into(),
+            "--clip" => args.clip = value()?.into(),
+            "--runs" => args.runs = value()?.parse()?,
+            "--upload-mib" => args.upload_mib = value()?.parse()?,
+            other => bail!("unknown argument {other}; use --server, --clip, --runs, --upload-mib"),
+        }
+    }
+    if !args.clip.is_file() {
+        bail!(
+            "--clip {} is not a file (run scripts/setup)",
+            args.clip.display()
+        );
+    }
+    Ok(args)
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    key: String,
+}
+
+impl Server {
+    fn start(bin: &Path, data: &Path, tools: &Tools) -> Result<Server> {
+        let mut child = Command::new(bin)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--workers",
+                "1",
+                "--data-dir",
+            ])
+            .arg(data)
+            .env("CONVERTRILO_FFMPEG", &tools.ffmpeg)
+            .env("CONVERTRILO_FFPROBE", &tools.ffprobe)
+            .env("CONVERTRILO_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        let (mut base, mut key) = (None, None);
+        while base.is_none() || key.is_none() {
+            let line = lines
+                .next()
+                .context("server exited before printing its banner")??;
+            if let Some(rest) = line.strip_prefix("Convertrilo is listening on ") {
+                base = rest.split_whitespace().next().map(String::from);
+            }
+            if let Some(k) = line.trim().strip_prefix("export CONVERTRILO_API_KEY=") {
+                key = Some(k.to_string());
+            }
+        }
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Server {
+            child,
+            base: base.unwrap_or_default(),
+            key: key.unwrap_or_default(),
+        })
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn best(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+/// One job through the service: create (auto-confirm) → upload → poll → download.
+async fn service_run(
+    client: &reqwest::Client,
+    server: &Server,
+    spec: &Value,
+    clip: &[u8],
+) -> Result<(f64, usize)> {
+    let start = Instant::now();
+    let mut body = spec.clone();
+    body["confirm"] = json!(true);
+    let created: Value = client
+        .post(format!("{}/jobs", server.base))
+        .header("X-API-Key", &server.key)
+        .json(&body)
+        .send()
+        .await?
+        .json()
+        .await?;
+    let upload = created["upload"]["url"]
+        .as_str()
+        .with_context(|| format!("no upload url: {created}"))?;
+    let put = client.put(upload).body(clip.to_vec()).send().await?;
+    if !put.status().is_success() {
+        bail!("upload failed: {}", put.text().await?);
+    }
+    let status_url = format!(
+        "{}/jobs/{}/status",
+        server.base,
+        created["jobId"].as_str().unwrap_or_default()
+    );
+    let status = loop {
+        let s: Value = client
+            .get(&status_url)
+            .header("X-API-Key", &server.key)
+            .send()
+            .await?
+            .json()
+            .await?;
+        match s["status"].as_str() {
+            Some("success") => break s,
+            Some("failed" | "canceled") => bail!("job ended: {s}"),
+            // Frequent enough to see completion within ~25 ms, rare enough not to steal CPU
+            // from the encode on a small machine.
+            _ => tokio::time::sleep(Duration::from_millis(25)).await,
+        }
+    };
+    let bytes = client
+        .get(status["downloadUrl"].as_str().context("downloadUrl")?)
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    Ok((start.elapsed().as_secs_f64(), bytes.len()))
+}
+
+/// The same encode with bare ffmpeg and the argv the service's planner builds.
+fn bare_run(tools: &Tools, argv_passes: &[Vec<String>], output: &Path) -> Result<(f64, usize)> {
+    let start = Instant::now();
+    for argv in argv_passes {
+        let status = Command::new(&tools.ffmpeg)
+            .args(argv)
+            .env("SVT_LOG", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if !status.success() {
+            bail!("bare ffmpeg failed: {argv:?}");
+        }
+    }
+    Ok((
+        start.elapsed().as_secs_f64(),
+        std::fs::metadata(output)?.len() as usize,
+    ))
+}
+
+async fn encode_overhead(
+    args: &Args,
+    tools: &Tools,
+    server: &Server,
+    work: &Path,
+) -> Result<Vec<(String, f64)>> {
+    let caps = Capabilities::detect(tools).await?;
+    let info = probe(tools, &args.clip.to_string_lossy(), Duration::from_secs(30)).await?;
+    let clip = std::fs::read(&args.clip)?;
+    let client = reqwest::Client::new();
+    let mut ratios = Vec::new();
+    println!(
+        "\n== Encode: service end to end vs bare ffmpeg (same argv), median and best of {} runs ==",
+        args.runs
+    );
+    println!(
+        "{:<18} {:>10} {:>8} {:>7} {:>10} {:>8} {:>7} {:>10} {:>10}",
+        "target",
+        "service s",
+        "bare s",
+        "ratio",
+        "best svc",
+        "best bare",
+        "ratio",
+        "service B",
+        "bare B"
+    );
+    for (codec, resolution, container) in [("h264", "720p", "mp4"), ("av1", "480p", "webm")] {
+        let spec_json =
+            json!({"codec": codec, "resolution": resolution, "fps": 30, "container": container});
+        let spec = parse_job_create(&spec_json)
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?
+            .spec;
+        let encoder = choose_encoder(spec.codec, spec.policy, &caps).map_err(anyhow::Error::msg)?;
+        let output = work.join(format!("bare.{container}"));
+        let passlog = work.join("passlog");
+        let plan = plan_encode(&PlanInput {
+            info: &info,
+            spec: &spec,
+            encoder,
+            allow_upscale: false,
+            input: &args.clip,
+            output: &output,
+            passlog_prefix: &passlog,
+        })?;
+        let (mut service, mut bare) = (Vec::new(), Vec::new());
+        let (mut service_bytes, mut bare_bytes) = (0, 0);
+        // Warm-up of both paths (page cache, first-run costs), then alternate.
+        service_run(&client, server, &spec_json, &clip).await?;
+        bare_run(tools, &plan.passes, &output)?;
+        for _ in 0..args.runs {
+            let (t, b) = bare_run(tools, &plan.passes, &output)?;
+            bare.push(t);
+            bare_bytes = b;
+            let (t, b) = service_run(&client, server, &spec_json, &clip).await?;
+            service.push(t);
+            service_bytes = b;
+        }
+        let (s, b) = (median(&service), median(&bare));
+        let (bs, bb) = (best(&service), best(&bare));
+        let label = format!("{codec} {resolution} {container}");
+        println!(
+            "{label:<18} {s:>10.3} {b:>8.3} {:>7.3} {bs:>10.3} {bb:>8.3} {:>7.3} {service_bytes:>10} {bare_bytes:>10}",
+            s / b,
+            bs / bb
+        );
+        ratios.push((label, s / b));
+    }
+    Ok(ratios)
+}
+
+/// Writes `mib` MiB of incompressible bytes (xorshift) without holding them in memory.
+fn write_big_file(path: &Path, mib: u64) -> Result<()> {
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut chunk = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        for word in chunk.chunks_mut(8) {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            word.copy_from_slice(&state.to_le_bytes());
+        }
+        file.write_all(&chunk)?;
+    }
+    file.flush()?;
+    Ok(())
+}
+
+async fn upload_memory(args: &Args, server: &Server, work: &Path) -> Result<f64> {
+    let big = work.join("big.bin");
+    write_big_file(&big, args.upload_mib)?;
+    let client = reqwest::Client::new();
+    let created: Value = client
+        .post(format!("{}/jobs", server.base))
+        .header("X-API-Key", &server.key)
+        .json(&json!({"codec": "h264", "resolution": "720p", "fps": 30}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let upload = created["upload"]["url"]
+        .as_str()
+        .context("upload url")?
+        .to_string();
+    let before = server.rss_kib();
+    let peak = Arc::new(AtomicU64::new(before));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pid = server.child.id();
+    let sampler = {
+        let (peak, done) = (peak.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                if let Some(kib) = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                {
+                    peak.fetch_max(kib, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let file = tokio::fs::File::open(&big).await?;
+    let len = file.metadata().await?.len();
+    let start = Instant::now();
+    let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+        file,
+        256 * 1024,
+    ));
+    let r = client
+        .put(&upload)
+        .header("Content-Length", len)
+        .body(body)
+        .send()
+        .await?;
+    let secs = start.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    if !r.status().is_success() {
+        bail!("upload failed: {}", r.text().await?);
+    }
+    let _ = std::fs::remove_file(&big);
+    let growth_mib = (peak.load(Ordering::Relaxed).saturating_sub(before)) as f64 / 1024.0;
+    println!(
+        "\n== Upload: {} MiB streamed to the server ==",
+        args.upload_mib
+    );
+    println!("RSS before {:.1} MiB, peak {:.1} MiB, growth {growth_mib:.1} MiB (target < 64), {:.0} MiB/s", before as f64 / 1024.0, peak.load(Ordering::Relaxed) as f64 / 1024.0, args.upload_mib as f64 / secs);
+    Ok(growth_mib)
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = parse_args()?;
+    let tools = Tools {
+        ffmpeg: std::env::var_os("CONVERTRILO_FFMPEG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "ffmpeg".into()),
+        ffprobe: std::env::var_os("CONVERTRILO_FFPROBE")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| "ffprobe".into()),
+    };
+    let work = tempfile::tempdir()?;
+    let server = Server::start(&args.server, &work.path().join("data"), &tools)?;
+    let ratios = encode_overhead(&args, &tools, &server, work.path()).await?;
+    let growth = upload_memory(&args, &server, work.path()).await?;
+    println!("\n== Summary ==");
+    for (label, ratio) in &ratios {
+        println!(
+            "{label:<22} service/bare = {ratio:.3}  (target <= 1.10: {})",
+            if *ratio <= 1.10 { "met" } else { "MISSED" }
+        );
+    }
+    println!(
+        "upload RSS growth       {growth:.1} MiB  (target < 64: {})",
+        if growth < 64.0 { "met" } else { "MISSED" }
+    );
+    drop(server);
+    Ok(())
+}

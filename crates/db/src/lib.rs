@@ -55,17 +55,33 @@ pub trait JobRepo: Send + Sync {
     /// Stores probe results, the (possibly updated) spec and the estimate; only while `created`.
     async fn save_estimate(&self, id: JobId, update: &EstimateUpdate) -> DbResult<bool>;
     /// `created` → `queued` plus a queue row, atomically. `None` when the job was not `created`.
-    async fn enqueue(&self, id: JobId, update: Option<&EstimateUpdate>, priority: i32) -> DbResult<Option<Job>>;
+    async fn enqueue(
+        &self,
+        id: JobId,
+        update: Option<&EstimateUpdate>,
+        priority: i32,
+    ) -> DbResult<Option<Job>>;
     /// Cancels a job that has not finished; returns the status it had before. Terminal jobs
     /// are left alone and their status is returned.
     async fn cancel(&self, id: JobId, owner: UserId) -> DbResult<Option<JobStatus>>;
 
     /// Claims the next queued job (or one whose lease expired) for `worker`, marking it
     /// `running`. Jobs that have used up `max_attempts` are failed instead of handed out.
-    async fn claim(&self, worker: &str, lease: Duration, max_attempts: i32) -> DbResult<Option<Job>>;
+    async fn claim(
+        &self,
+        worker: &str,
+        lease: Duration,
+        max_attempts: i32,
+    ) -> DbResult<Option<Job>>;
     /// Extends the lease and records progress. `Lost` when the job was canceled or the lease
     /// passed to another worker: the caller must stop working on it.
-    async fn heartbeat(&self, id: JobId, worker: &str, lease: Duration, progress: &Progress) -> DbResult<Heartbeat>;
+    async fn heartbeat(
+        &self,
+        id: JobId,
+        worker: &str,
+        lease: Duration,
+        progress: &Progress,
+    ) -> DbResult<Heartbeat>;
     /// Finishes a job this worker holds; false when the lease was lost meanwhile.
     async fn finish(&self, id: JobId, worker: &str, outcome: &Outcome) -> DbResult<bool>;
     /// Gives a held job back to the queue (graceful shutdown, transient failure).
@@ -85,7 +101,10 @@ pub struct Repos {
 pub async fn connect(url: &str) -> DbResult<Repos> {
     if url.starts_with("sqlite:") {
         let repo = Arc::new(sqlite::SqliteRepo::connect(url).await?);
-        Ok(Repos { accounts: repo.clone(), jobs: repo })
+        Ok(Repos {
+            accounts: repo.clone(),
+            jobs: repo,
+        })
     } else {
         Err(DbError::UnsupportedUrl(url.to_string()))
     }

@@ -110,6 +110,11 @@ pub enum Heartbeat {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Success { output_size: i64, duration_sec: Option<f64> },
-    Failed { message: String },
+    Success {
+        output_size: i64,
+        duration_sec: Option<f64>,
+    },
+    Failed {
+        message: String,
+    },
 }

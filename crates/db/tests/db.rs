@@ -21,7 +21,11 @@ async fn user(repos: &Repos, email: &str) -> User {
         banned: false,
         created_at: now_ms(),
     };
-    repos.accounts.create_user(&u, Some(Neu::from_whole(10))).await.unwrap();
+    repos
+        .accounts
+        .create_user(&u, Some(Neu::from_whole(10)))
+        .await
+        .unwrap();
     u
 }
 
@@ -66,10 +70,19 @@ const LEASE: Duration = Duration::from_secs(30);
 async fn accounts_keys_and_settings() {
     let (_d, repos) = sqlite().await;
     let u = user(&repos, "a@example.com").await;
-    let dup = User { id: UserId::new(), ..u.clone() };
-    assert!(matches!(repos.accounts.create_user(&dup, None).await, Err(DbError::Conflict(_))));
+    let dup = User {
+        id: UserId::new(),
+        ..u.clone()
+    };
+    assert!(matches!(
+        repos.accounts.create_user(&dup, None).await,
+        Err(DbError::Conflict(_))
+    ));
     assert_eq!(repos.accounts.count_users().await.unwrap(), 1);
-    assert_eq!(repos.accounts.ledger_total(u.id, "grant").await.unwrap(), Neu::from_whole(10));
+    assert_eq!(
+        repos.accounts.ledger_total(u.id, "grant").await.unwrap(),
+        Neu::from_whole(10)
+    );
     let key = ApiKey {
         id: ApiKeyId::new(),
         user_id: u.id,
@@ -81,11 +94,35 @@ async fn accounts_keys_and_settings() {
         created_at: now_ms(),
     };
     repos.accounts.create_api_key(&key, "hash1").await.unwrap();
-    let (found, owner) = repos.accounts.api_key_by_hash("hash1").await.unwrap().unwrap();
+    let (found, owner) = repos
+        .accounts
+        .api_key_by_hash("hash1")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((found, owner.id), (key, u.id));
-    assert!(repos.accounts.api_key_by_hash("nope").await.unwrap().is_none());
-    assert_eq!(repos.accounts.setting_or_insert("s", "first").await.unwrap(), "first");
-    assert_eq!(repos.accounts.setting_or_insert("s", "second").await.unwrap(), "first");
+    assert!(repos
+        .accounts
+        .api_key_by_hash("nope")
+        .await
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        repos
+            .accounts
+            .setting_or_insert("s", "first")
+            .await
+            .unwrap(),
+        "first"
+    );
+    assert_eq!(
+        repos
+            .accounts
+            .setting_or_insert("s", "second")
+            .await
+            .unwrap(),
+        "first"
+    );
 }
 
 #[tokio::test]
@@ -94,27 +131,79 @@ async fn job_lifecycle_and_tenant_scope() {
     let (a, b) = (user(&repos, "a@x.io").await, user(&repos, "b@x.io").await);
     let j = job(a.id);
     repos.jobs.insert_job(&j).await.unwrap();
-    assert!(repos.jobs.job(j.id, Some(b.id)).await.unwrap().is_none(), "another account's job is invisible");
+    assert!(
+        repos.jobs.job(j.id, Some(b.id)).await.unwrap().is_none(),
+        "another account's job is invisible"
+    );
     assert!(repos.jobs.mark_uploaded(j.id, 42).await.unwrap());
     let queued = repos.jobs.enqueue(j.id, None, 0).await.unwrap().unwrap();
-    assert_eq!((queued.status, queued.input_size), (JobStatus::Queued, Some(42)));
-    assert!(repos.jobs.enqueue(j.id, None, 0).await.unwrap().is_none(), "enqueue is once only");
-    assert!(!repos.jobs.mark_uploaded(j.id, 1).await.unwrap(), "no upload after queueing");
+    assert_eq!(
+        (queued.status, queued.input_size),
+        (JobStatus::Queued, Some(42))
+    );
+    assert!(
+        repos.jobs.enqueue(j.id, None, 0).await.unwrap().is_none(),
+        "enqueue is once only"
+    );
+    assert!(
+        !repos.jobs.mark_uploaded(j.id, 1).await.unwrap(),
+        "no upload after queueing"
+    );
     assert_eq!(repos.jobs.queue_depth().await.unwrap(), 1);
 
     let claimed = repos.jobs.claim("w1", LEASE, 3).await.unwrap().unwrap();
-    assert_eq!((claimed.id, claimed.status, claimed.attempts), (j.id, JobStatus::Running, 1));
-    assert!(repos.jobs.claim("w2", LEASE, 3).await.unwrap().is_none(), "a leased job is not handed out twice");
-    let p = Progress { pct: Some(50.0), encoder: Some("libx264".into()) };
-    assert_eq!(repos.jobs.heartbeat(j.id, "w1", LEASE, &p).await.unwrap(), Heartbeat::Continue);
-    assert_eq!(repos.jobs.heartbeat(j.id, "w2", LEASE, &p).await.unwrap(), Heartbeat::Lost);
-    let done = Outcome::Success { output_size: 1000, duration_sec: Some(5.0) };
-    assert!(!repos.jobs.finish(j.id, "w2", &done).await.unwrap(), "only the lease holder finishes");
+    assert_eq!(
+        (claimed.id, claimed.status, claimed.attempts),
+        (j.id, JobStatus::Running, 1)
+    );
+    assert!(
+        repos.jobs.claim("w2", LEASE, 3).await.unwrap().is_none(),
+        "a leased job is not handed out twice"
+    );
+    let p = Progress {
+        pct: Some(50.0),
+        encoder: Some("libx264".into()),
+    };
+    assert_eq!(
+        repos.jobs.heartbeat(j.id, "w1", LEASE, &p).await.unwrap(),
+        Heartbeat::Continue
+    );
+    assert_eq!(
+        repos.jobs.heartbeat(j.id, "w2", LEASE, &p).await.unwrap(),
+        Heartbeat::Lost
+    );
+    let done = Outcome::Success {
+        output_size: 1000,
+        duration_sec: Some(5.0),
+    };
+    assert!(
+        !repos.jobs.finish(j.id, "w2", &done).await.unwrap(),
+        "only the lease holder finishes"
+    );
     assert!(repos.jobs.finish(j.id, "w1", &done).await.unwrap());
     let fin = repos.jobs.job(j.id, Some(a.id)).await.unwrap().unwrap();
-    assert_eq!((fin.status, fin.pct, fin.output_size, fin.encoder.as_deref(), fin.output_duration_sec), (JobStatus::Success, Some(100.0), Some(1000), Some("libx264"), Some(5.0)));
+    assert_eq!(
+        (
+            fin.status,
+            fin.pct,
+            fin.output_size,
+            fin.encoder.as_deref(),
+            fin.output_duration_sec
+        ),
+        (
+            JobStatus::Success,
+            Some(100.0),
+            Some(1000),
+            Some("libx264"),
+            Some(5.0)
+        )
+    );
     assert!(fin.finished_at.is_some());
-    assert_eq!(repos.jobs.cancel(j.id, a.id).await.unwrap(), Some(JobStatus::Success), "terminal jobs stay");
+    assert_eq!(
+        repos.jobs.cancel(j.id, a.id).await.unwrap(),
+        Some(JobStatus::Success),
+        "terminal jobs stay"
+    );
     assert_eq!(repos.jobs.cancel(j.id, b.id).await.unwrap(), None);
 }
 
@@ -126,9 +215,29 @@ async fn cancel_running_job_makes_the_worker_lose_it() {
     repos.jobs.insert_job(&j).await.unwrap();
     repos.jobs.enqueue(j.id, None, 0).await.unwrap();
     repos.jobs.claim("w1", LEASE, 3).await.unwrap().unwrap();
-    assert_eq!(repos.jobs.cancel(j.id, a.id).await.unwrap(), Some(JobStatus::Running));
-    assert_eq!(repos.jobs.heartbeat(j.id, "w1", LEASE, &Progress::default()).await.unwrap(), Heartbeat::Lost);
-    assert!(!repos.jobs.finish(j.id, "w1", &Outcome::Failed { message: "x".into() }).await.unwrap());
+    assert_eq!(
+        repos.jobs.cancel(j.id, a.id).await.unwrap(),
+        Some(JobStatus::Running)
+    );
+    assert_eq!(
+        repos
+            .jobs
+            .heartbeat(j.id, "w1", LEASE, &Progress::default())
+            .await
+            .unwrap(),
+        Heartbeat::Lost
+    );
+    assert!(!repos
+        .jobs
+        .finish(
+            j.id,
+            "w1",
+            &Outcome::Failed {
+                message: "x".into()
+            }
+        )
+        .await
+        .unwrap());
     let c = repos.jobs.job(j.id, None).await.unwrap().unwrap();
     assert_eq!(c.status, JobStatus::Canceled);
     assert_eq!(repos.jobs.queue_depth().await.unwrap(), 0);
@@ -143,11 +252,19 @@ async fn expired_lease_is_claimed_again_until_the_attempt_cap() {
     repos.jobs.enqueue(j.id, None, 0).await.unwrap();
     let short = Duration::from_millis(50);
     for attempt in 1..=2 {
-        let c = repos.jobs.claim(&format!("w{attempt}"), short, 2).await.unwrap().unwrap();
+        let c = repos
+            .jobs
+            .claim(&format!("w{attempt}"), short, 2)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(c.attempts, attempt);
         tokio::time::sleep(Duration::from_millis(80)).await;
     }
-    assert!(repos.jobs.claim("w3", short, 2).await.unwrap().is_none(), "third attempt is refused");
+    assert!(
+        repos.jobs.claim("w3", short, 2).await.unwrap().is_none(),
+        "third attempt is refused"
+    );
     let f = repos.jobs.job(j.id, None).await.unwrap().unwrap();
     assert_eq!(f.status, JobStatus::Failed);
     assert!(f.failure_message.unwrap().contains("interrupted 2 times"));
@@ -165,9 +282,18 @@ async fn release_requeues_and_priority_orders_claims() {
     let first = repos.jobs.claim("w", LEASE, 3).await.unwrap().unwrap();
     assert_eq!(first.id, high.id);
     repos.jobs.release(high.id, "w").await.unwrap();
-    assert_eq!(repos.jobs.job(high.id, None).await.unwrap().unwrap().status, JobStatus::Queued);
-    assert_eq!(repos.jobs.claim("w", LEASE, 3).await.unwrap().unwrap().id, high.id);
-    assert_eq!(repos.jobs.claim("w", LEASE, 3).await.unwrap().unwrap().id, low.id);
+    assert_eq!(
+        repos.jobs.job(high.id, None).await.unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+    assert_eq!(
+        repos.jobs.claim("w", LEASE, 3).await.unwrap().unwrap().id,
+        high.id
+    );
+    assert_eq!(
+        repos.jobs.claim("w", LEASE, 3).await.unwrap().unwrap().id,
+        low.id
+    );
 }
 
 #[tokio::test]

@@ -8,6 +8,13 @@ use crate::plan::EncodePlan;
 use crate::process::{run, ProcessError, RunOptions, Tools};
 use crate::progress::ProgressParser;
 
+/// What a finished encode reports about its output.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct EncodeReport {
+    /// Duration ffmpeg wrote, from the final pass's last `out_time` (no extra probe needed).
+    pub output_duration_sec: Option<f64>,
+}
+
 /// At most one progress report per this interval (plus the final 1.0).
 const REPORT_EVERY: Duration = Duration::from_millis(250);
 
@@ -21,13 +28,16 @@ pub async fn run_encode(
     duration_sec: f64,
     opts: RunOptions,
     on_progress: &mut (dyn FnMut(f64) + Send),
-) -> Result<(), MediaError> {
+) -> Result<EncodeReport, MediaError> {
     let started = Instant::now();
+    let mut furthest_us: Option<i64> = None;
     let spans = pass_spans(plan.passes.len());
     let mut last_report: Option<Instant> = None;
     let mut reported = 0.0_f64;
 
     for (args, &(from, to)) in plan.passes.iter().zip(&spans) {
+        // Only the last pass writes the real output.
+        furthest_us = None;
         // Our variable first so a caller's env can override it. SVT_LOG=1: errors only (SVT-AV1
         // otherwise prints its configuration banner on stderr, drowning real errors).
         let mut env = vec![("SVT_LOG".to_string(), "1".to_string())];
@@ -46,6 +56,7 @@ pub async fn run_encode(
                 return;
             };
             let Some(us) = block.out_time_us else { return };
+            furthest_us = furthest_us.max(Some(us));
             let within = if duration_sec > 0.0 {
                 (us as f64 / 1e6 / duration_sec).clamp(0.0, 1.0)
             } else {
@@ -82,7 +93,9 @@ pub async fn run_encode(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "encode finished"
     );
-    Ok(())
+    Ok(EncodeReport {
+        output_duration_sec: furthest_us.filter(|&us| us > 0).map(|us| us as f64 / 1e6),
+    })
 }
 
 /// The share of the job each pass covers: 2 passes split 40/60 (pass 1 is the faster analysis).
@@ -131,11 +144,16 @@ mod tests {
             passes: vec![vec!["1".into()], vec!["2".into()]],
         };
         let mut seen = Vec::new();
-        run_encode(&tools, &plan, 2.0, RunOptions::default(), &mut |f| {
+        let report = run_encode(&tools, &plan, 2.0, RunOptions::default(), &mut |f| {
             seen.push(f)
         })
         .await
         .unwrap();
+        assert_eq!(
+            report.output_duration_sec,
+            Some(2.0),
+            "the last pass's furthest out_time"
+        );
         assert_eq!(seen.last(), Some(&1.0));
         assert!(seen.windows(2).all(|w| w[0] < w[1]), "{seen:?}");
         assert!(seen.iter().any(|&f| f > 0.0 && f <= 0.4), "{seen:?}");

@@ -14,7 +14,7 @@ pub mod progress;
 pub mod scratch;
 
 pub use caps::{choose_encoder, Capabilities};
-pub use encode::run_encode;
+pub use encode::{run_encode, EncodeReport};
 pub use error::MediaError;
 pub use plan::{output_dimensions, plan_encode, EncodePlan, PlanInput, VideoEncoder};
 pub use probe::{parse_ffprobe_json, probe, AudioStream, MediaInfo, VideoStream};

@@ -35,7 +35,12 @@ pub type ByteStream<'a> = BoxStream<'a, Result<Bytes, std::io::Error>>;
 pub trait ObjectStore: Send + Sync {
     /// Streams `body` into `key`, refusing more than `limit` bytes. Returns the size written.
     /// The object appears atomically, or not at all.
-    async fn put_stream(&self, key: &str, body: ByteStream<'_>, limit: u64) -> Result<u64, StorageError>;
+    async fn put_stream(
+        &self,
+        key: &str,
+        body: ByteStream<'_>,
+        limit: u64,
+    ) -> Result<u64, StorageError>;
     /// Moves (or uploads) a finished local file into `key`.
     async fn put_file(&self, key: &str, file: &Path) -> Result<u64, StorageError>;
     /// Size of the object, or `NotFound`.
@@ -51,8 +56,12 @@ pub fn validate_key(key: &str) -> Result<(), StorageError> {
     let ok = !key.is_empty()
         && key.len() <= 512
         && !key.starts_with('/')
-        && key.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+        && key
+            .split('/')
+            .all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
     if ok {
         Ok(())
     } else {

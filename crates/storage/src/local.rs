@@ -45,7 +45,12 @@ impl LocalStore {
 
 #[async_trait]
 impl ObjectStore for LocalStore {
-    async fn put_stream(&self, key: &str, mut body: ByteStream<'_>, limit: u64) -> Result<u64, StorageError> {
+    async fn put_stream(
+        &self,
+        key: &str,
+        mut body: ByteStream<'_>,
+        limit: u64,
+    ) -> Result<u64, StorageError> {
         self.path(key)?;
         let staged = self.staging_file();
         let result = async {
@@ -96,7 +101,9 @@ impl ObjectStore for LocalStore {
         match tokio::fs::metadata(self.path(key)?).await {
             Ok(m) if m.is_file() => Ok(m.len()),
             Ok(_) => Err(StorageError::NotFound(key.to_string())),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StorageError::NotFound(key.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StorageError::NotFound(key.to_string()))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -127,12 +134,29 @@ mod tests {
     async fn streams_in_and_refuses_oversize_without_leaving_a_trace() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::new(dir.path()).unwrap();
-        assert_eq!(store.put_stream("inputs/a", stream(vec![b"abc", b"def"]), 10).await.unwrap(), 6);
+        assert_eq!(
+            store
+                .put_stream("inputs/a", stream(vec![b"abc", b"def"]), 10)
+                .await
+                .unwrap(),
+            6
+        );
         assert_eq!(store.size("inputs/a").await.unwrap(), 6);
-        let err = store.put_stream("inputs/b", stream(vec![b"abcdef", b"ghijkl"]), 10).await.unwrap_err();
+        let err = store
+            .put_stream("inputs/b", stream(vec![b"abcdef", b"ghijkl"]), 10)
+            .await
+            .unwrap_err();
         assert!(matches!(err, StorageError::TooLarge { limit: 10 }));
-        assert!(matches!(store.size("inputs/b").await, Err(StorageError::NotFound(_))));
-        assert_eq!(std::fs::read_dir(dir.path().join(".staging")).unwrap().count(), 0);
+        assert!(matches!(
+            store.size("inputs/b").await,
+            Err(StorageError::NotFound(_))
+        ));
+        assert_eq!(
+            std::fs::read_dir(dir.path().join(".staging"))
+                .unwrap()
+                .count(),
+            0
+        );
         store.delete("inputs/a").await.unwrap();
         store.delete("inputs/a").await.unwrap();
         assert!(store.put_stream("../x", stream(vec![]), 10).await.is_err());

@@ -25,7 +25,10 @@ pub struct SignedUrl {
 
 impl UrlSigner {
     pub fn new(secret: impl Into<Vec<u8>>, base_url: &str) -> Self {
-        Self { secret: secret.into(), base_url: base_url.trim_end_matches('/').to_string() }
+        Self {
+            secret: secret.into(),
+            base_url: base_url.trim_end_matches('/').to_string(),
+        }
     }
 
     pub fn base_url(&self) -> &str {
@@ -45,13 +48,20 @@ impl UrlSigner {
     /// `PUT {base}/uploads/{key}?expires=…&sig=…`
     pub fn upload_url(&self, key: &str, expires: i64) -> String {
         let sig = self.signature("PUT", key, expires, None);
-        format!("{}/uploads/{key}?expires={expires}&sig={sig}", self.base_url)
+        format!(
+            "{}/uploads/{key}?expires={expires}&sig={sig}",
+            self.base_url
+        )
     }
 
     /// `GET {base}/files/{key}?expires=…&name=…&sig=…`
     pub fn download_url(&self, key: &str, expires: i64, name: &str) -> String {
         let sig = self.signature("GET", key, expires, Some(name));
-        format!("{}/files/{key}?expires={expires}&name={}&sig={sig}", self.base_url, percent_encode(name))
+        format!(
+            "{}/files/{key}?expires={expires}&name={}&sig={sig}",
+            self.base_url,
+            percent_encode(name)
+        )
     }
 
     /// Checks signature and expiry; `now` in Unix seconds.
@@ -88,8 +98,18 @@ mod tests {
 
     fn parse(url: &str) -> SignedUrl {
         let (path, query) = url.split_once('?').unwrap();
-        let key = path.split_once("/files/").or_else(|| path.split_once("/uploads/")).unwrap().1.to_string();
-        let mut u = SignedUrl { key, expires: 0, name: None, sig: String::new() };
+        let key = path
+            .split_once("/files/")
+            .or_else(|| path.split_once("/uploads/"))
+            .unwrap()
+            .1
+            .to_string();
+        let mut u = SignedUrl {
+            key,
+            expires: 0,
+            name: None,
+            sig: String::new(),
+        };
         for pair in query.split('&') {
             let (k, v) = pair.split_once('=').unwrap();
             match k {
@@ -106,10 +126,15 @@ mod tests {
     fn signs_and_rejects_tampering_and_expiry() {
         let s = UrlSigner::new(b"secret".to_vec(), "http://127.0.0.1:8080/");
         let url = s.download_url("outputs/j/out", 2_000, "my clip.mp4");
-        assert!(url.starts_with("http://127.0.0.1:8080/files/outputs/j/out?expires=2000&name=my%20clip.mp4&sig="));
+        assert!(url.starts_with(
+            "http://127.0.0.1:8080/files/outputs/j/out?expires=2000&name=my%20clip.mp4&sig="
+        ));
         let good = parse(&url);
         assert!(s.verify("GET", &good, 1_000).is_ok());
-        assert!(s.verify("GET", &good, 3_000).unwrap_err().contains("expired"));
+        assert!(s
+            .verify("GET", &good, 3_000)
+            .unwrap_err()
+            .contains("expired"));
         assert!(s.verify("PUT", &good, 1_000).is_err());
         let mut other = good.clone();
         other.key = "outputs/k/out".into();

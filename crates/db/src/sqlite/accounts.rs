@@ -23,7 +23,10 @@ impl AccountRepo for SqliteRepo {
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
-            return Err(DbError::Conflict(format!("a user with email {}", user.email)));
+            return Err(DbError::Conflict(format!(
+                "a user with email {}",
+                user.email
+            )));
         }
         if let Some(amount) = grant.filter(|g| g.millis() > 0) {
             sqlx::query("INSERT INTO ledger_entries (id, user_id, job_id, kind, amount, created_at) VALUES (?, ?, NULL, 'grant', ?, ?)")
@@ -39,17 +42,26 @@ impl AccountRepo for SqliteRepo {
     }
 
     async fn user_by_email(&self, email: &str) -> DbResult<Option<User>> {
-        let row = sqlx::query("SELECT * FROM users WHERE email = ?").bind(email).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT * FROM users WHERE email = ?")
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(rows::user).transpose()
     }
 
     async fn user(&self, id: UserId) -> DbResult<Option<User>> {
-        let row = sqlx::query("SELECT * FROM users WHERE id = ?").bind(id.to_string()).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT * FROM users WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(rows::user).transpose()
     }
 
     async fn count_users(&self) -> DbResult<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM users").fetch_one(&self.pool).await?.try_get(0)?)
+        Ok(sqlx::query("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
     }
 
     async fn create_api_key(&self, key: &ApiKey, key_hash: &str) -> DbResult<()> {
@@ -72,7 +84,10 @@ impl AccountRepo for SqliteRepo {
     }
 
     async fn api_key_by_hash(&self, key_hash: &str) -> DbResult<Option<(ApiKey, User)>> {
-        let Some(row) = sqlx::query("SELECT * FROM api_keys WHERE key_hash = ?").bind(key_hash).fetch_optional(&self.pool).await?
+        let Some(row) = sqlx::query("SELECT * FROM api_keys WHERE key_hash = ?")
+            .bind(key_hash)
+            .fetch_optional(&self.pool)
+            .await?
         else {
             return Ok(None);
         };
@@ -81,12 +96,13 @@ impl AccountRepo for SqliteRepo {
     }
 
     async fn ledger_total(&self, user: UserId, kind: &str) -> DbResult<Neu> {
-        let total: Option<i64> = sqlx::query("SELECT SUM(amount) FROM ledger_entries WHERE user_id = ? AND kind = ?")
-            .bind(user.to_string())
-            .bind(kind)
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?;
+        let total: Option<i64> =
+            sqlx::query("SELECT SUM(amount) FROM ledger_entries WHERE user_id = ? AND kind = ?")
+                .bind(user.to_string())
+                .bind(kind)
+                .fetch_one(&self.pool)
+                .await?
+                .try_get(0)?;
         Ok(Neu::from_millis(total.unwrap_or(0)))
     }
 
@@ -96,6 +112,10 @@ impl AccountRepo for SqliteRepo {
             .bind(value)
             .execute(&self.pool)
             .await?;
-        Ok(sqlx::query("SELECT value FROM settings WHERE key = ?").bind(key).fetch_one(&self.pool).await?.try_get(0)?)
+        Ok(sqlx::query("SELECT value FROM settings WHERE key = ?")
+            .bind(key)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?)
     }
 }

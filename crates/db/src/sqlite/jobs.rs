@@ -69,12 +69,14 @@ impl JobRepo for SqliteRepo {
     }
 
     async fn mark_uploaded(&self, id: JobId, size: u64) -> DbResult<bool> {
-        let r = sqlx::query("UPDATE jobs SET input_size = ?, updated_at = ? WHERE id = ? AND status = 'created'")
-            .bind(size as i64)
-            .bind(now_ms())
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await?;
+        let r = sqlx::query(
+            "UPDATE jobs SET input_size = ?, updated_at = ? WHERE id = ? AND status = 'created'",
+        )
+        .bind(size as i64)
+        .bind(now_ms())
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -97,7 +99,12 @@ impl JobRepo for SqliteRepo {
         Ok(r.rows_affected() == 1)
     }
 
-    async fn enqueue(&self, id: JobId, u: Option<&EstimateUpdate>, priority: i32) -> DbResult<Option<Job>> {
+    async fn enqueue(
+        &self,
+        id: JobId,
+        u: Option<&EstimateUpdate>,
+        priority: i32,
+    ) -> DbResult<Option<Job>> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let moved = sqlx::query("UPDATE jobs SET status = 'queued', queued_at = ?, updated_at = ? WHERE id = ? AND status = 'created'")
@@ -130,7 +137,10 @@ impl JobRepo for SqliteRepo {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?").bind(id.to_string()).fetch_one(&mut *tx).await?;
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_one(&mut *tx)
+            .await?;
         let job = rows::job(&row)?;
         tx.commit().await?;
         Ok(Some(job))
@@ -162,12 +172,19 @@ impl JobRepo for SqliteRepo {
         };
         let status = if canceled.is_some() {
             // The queue row, if any, tells whether it was waiting or running.
-            let q = sqlx::query("DELETE FROM queue WHERE job_id = ? RETURNING lease_owner, lease_until")
-                .bind(id.to_string())
-                .fetch_optional(&mut *tx)
-                .await?;
+            let q = sqlx::query(
+                "DELETE FROM queue WHERE job_id = ? RETURNING lease_owner, lease_until",
+            )
+            .bind(id.to_string())
+            .fetch_optional(&mut *tx)
+            .await?;
             match q {
-                Some(q) if q.try_get::<Option<i64>, _>("lease_until")?.is_some_and(|t| t >= now) => JobStatus::Running,
+                Some(q)
+                    if q.try_get::<Option<i64>, _>("lease_until")?
+                        .is_some_and(|t| t >= now) =>
+                {
+                    JobStatus::Running
+                }
                 Some(_) => JobStatus::Queued,
                 None => JobStatus::Created,
             }
@@ -179,7 +196,12 @@ impl JobRepo for SqliteRepo {
         Ok(Some(status))
     }
 
-    async fn claim(&self, worker: &str, lease: Duration, max_attempts: i32) -> DbResult<Option<Job>> {
+    async fn claim(
+        &self,
+        worker: &str,
+        lease: Duration,
+        max_attempts: i32,
+    ) -> DbResult<Option<Job>> {
         loop {
             let now = now_ms();
             let mut tx = self.pool.begin().await?;
@@ -206,7 +228,10 @@ impl JobRepo for SqliteRepo {
                     "the job was interrupted {} times (its worker stopped mid-encode each time) and was given up; create it again",
                     attempts - 1
                 );
-                sqlx::query("DELETE FROM queue WHERE job_id = ?").bind(&job_id).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM queue WHERE job_id = ?")
+                    .bind(&job_id)
+                    .execute(&mut *tx)
+                    .await?;
                 sqlx::query(
                     "UPDATE jobs SET status = 'failed', failure_message = ?, finished_at = ?, updated_at = ?
                      WHERE id = ? AND status IN ('queued', 'running')",
@@ -238,22 +263,32 @@ impl JobRepo for SqliteRepo {
                 }
                 None => {
                     // A queue row without a live job (should not happen): drop it and look again.
-                    sqlx::query("DELETE FROM queue WHERE job_id = ?").bind(&job_id).execute(&mut *tx).await?;
+                    sqlx::query("DELETE FROM queue WHERE job_id = ?")
+                        .bind(&job_id)
+                        .execute(&mut *tx)
+                        .await?;
                     tx.commit().await?;
                 }
             }
         }
     }
 
-    async fn heartbeat(&self, id: JobId, worker: &str, lease: Duration, p: &Progress) -> DbResult<Heartbeat> {
+    async fn heartbeat(
+        &self,
+        id: JobId,
+        worker: &str,
+        lease: Duration,
+        p: &Progress,
+    ) -> DbResult<Heartbeat> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let held = sqlx::query("UPDATE queue SET lease_until = ? WHERE job_id = ? AND lease_owner = ?")
-            .bind(now + ms(lease))
-            .bind(id.to_string())
-            .bind(worker)
-            .execute(&mut *tx)
-            .await?;
+        let held =
+            sqlx::query("UPDATE queue SET lease_until = ? WHERE job_id = ? AND lease_owner = ?")
+                .bind(now + ms(lease))
+                .bind(id.to_string())
+                .bind(worker)
+                .execute(&mut *tx)
+                .await?;
         if held.rows_affected() == 0 {
             return Ok(Heartbeat::Lost);
         }
@@ -334,10 +369,12 @@ impl JobRepo for SqliteRepo {
     }
 
     async fn queue_depth(&self) -> DbResult<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM queue WHERE lease_until IS NULL OR lease_until < ?")
-            .bind(now_ms())
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?)
+        Ok(
+            sqlx::query("SELECT COUNT(*) FROM queue WHERE lease_until IS NULL OR lease_until < ?")
+                .bind(now_ms())
+                .fetch_one(&self.pool)
+                .await?
+                .try_get(0)?,
+        )
     }
 }

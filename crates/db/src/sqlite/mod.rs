@@ -6,7 +6,9 @@ mod jobs;
 mod rows;
 
 use crate::DbResult;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use std::{str::FromStr, time::Duration};
 
 pub struct SqliteRepo {
@@ -23,7 +25,10 @@ impl SqliteRepo {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(15))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(8).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         Ok(Self { pool })
     }

@@ -5,7 +5,8 @@ use convertrilo_core::{JobStatus, Neu, Scope, WireEnum};
 use sqlx::{sqlite::SqliteRow, Row};
 
 pub(super) fn parse_id<T: std::str::FromStr>(s: &str) -> DbResult<T> {
-    s.parse().map_err(|_| DbError::Corrupt(format!("bad id {s:?}")))
+    s.parse()
+        .map_err(|_| DbError::Corrupt(format!("bad id {s:?}")))
 }
 
 pub(super) fn user(row: &SqliteRow) -> DbResult<User> {
@@ -20,7 +21,11 @@ pub(super) fn user(row: &SqliteRow) -> DbResult<User> {
 }
 
 pub(super) fn scopes_to_text(scopes: &[Scope]) -> String {
-    scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",")
+    scopes
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 pub(super) fn api_key(row: &SqliteRow) -> DbResult<ApiKey> {
@@ -39,7 +44,8 @@ pub(super) fn api_key(row: &SqliteRow) -> DbResult<ApiKey> {
 
 fn json_col<T: serde::de::DeserializeOwned>(row: &SqliteRow, col: &str) -> DbResult<Option<T>> {
     let text: Option<String> = row.try_get(col)?;
-    text.map(|t| serde_json::from_str(&t).map_err(|e| DbError::Corrupt(format!("{col}: {e}")))).transpose()
+    text.map(|t| serde_json::from_str(&t).map_err(|e| DbError::Corrupt(format!("{col}: {e}"))))
+        .transpose()
 }
 
 pub(super) fn job(row: &SqliteRow) -> DbResult<Job> {
@@ -48,9 +54,11 @@ pub(super) fn job(row: &SqliteRow) -> DbResult<Job> {
     Ok(Job {
         id: parse_id(row.try_get::<&str, _>("id")?)?,
         user_id: parse_id(row.try_get::<&str, _>("user_id")?)?,
-        status: JobStatus::parse(status).ok_or_else(|| DbError::Corrupt(format!("status {status}")))?,
+        status: JobStatus::parse(status)
+            .ok_or_else(|| DbError::Corrupt(format!("status {status}")))?,
         spec: json_col(row, "spec")?.ok_or_else(|| DbError::Corrupt("spec missing".into()))?,
-        ingest: Ingest::parse(ingest).ok_or_else(|| DbError::Corrupt(format!("ingest {ingest}")))?,
+        ingest: Ingest::parse(ingest)
+            .ok_or_else(|| DbError::Corrupt(format!("ingest {ingest}")))?,
         source_url: row.try_get("source_url")?,
         input_key: row.try_get("input_key")?,
         input_size: row.try_get("input_size")?,
@@ -64,8 +72,12 @@ pub(super) fn job(row: &SqliteRow) -> DbResult<Job> {
         duration_sec: row.try_get("duration_sec")?,
         output_duration_sec: row.try_get("output_duration_sec")?,
         media_info: json_col(row, "media_info")?,
-        per_minute: row.try_get::<Option<i64>, _>("per_minute")?.map(Neu::from_millis),
-        estimate: row.try_get::<Option<i64>, _>("estimate")?.map(Neu::from_millis),
+        per_minute: row
+            .try_get::<Option<i64>, _>("per_minute")?
+            .map(Neu::from_millis),
+        estimate: row
+            .try_get::<Option<i64>, _>("estimate")?
+            .map(Neu::from_millis),
         encoder: row.try_get("encoder")?,
         pct: row.try_get("pct")?,
         failure_message: row.try_get("failure_message")?,

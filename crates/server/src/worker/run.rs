@@ -7,7 +7,8 @@ use super::fetch;
 use crate::state::AppState;
 use convertrilo_db::{Heartbeat, Ingest, Job, Outcome, Progress};
 use convertrilo_media::{
-    choose_encoder, plan_encode, probe, run_encode, MediaError, PlanInput, RunOptions, ScratchRoot,
+    choose_encoder, plan_encode, probe, run_encode, MediaError, MediaInfo, PlanInput, RunOptions,
+    ScratchRoot,
 };
 use std::{
     sync::{Arc, Mutex},
@@ -136,6 +137,18 @@ async fn heartbeat_loop(
     }
 }
 
+/// The probe taken at confirm, when it still describes the input: an upload cannot change
+/// once the job is queued. A URL source is downloaded afresh and so probed again.
+fn stored_probe(job: &Job) -> Option<MediaInfo> {
+    match job.ingest {
+        Ingest::Upload => job
+            .media_info
+            .clone()
+            .and_then(|v| serde_json::from_value(v).ok()),
+        Ingest::Url => None,
+    }
+}
+
 fn media_failure(e: MediaError) -> Failure {
     if e.is_canceled() {
         Failure::Stopped
@@ -182,10 +195,15 @@ async fn execute(
             dest
         }
     };
-    let probe_timeout = Duration::from_secs(state.config.probe_timeout_secs);
-    let info = probe(&state.tools, &input.to_string_lossy(), probe_timeout)
-        .await
-        .map_err(media_failure)?;
+    let info = match stored_probe(job) {
+        Some(info) => info,
+        None => {
+            let timeout = Duration::from_secs(state.config.probe_timeout_secs);
+            probe(&state.tools, &input.to_string_lossy(), timeout)
+                .await
+                .map_err(media_failure)?
+        }
+    };
     let encoder =
         choose_encoder(job.spec.codec, job.spec.policy, &state.caps).map_err(Failure::Fatal)?;
     set_progress(progress, |p| {
@@ -219,21 +237,20 @@ async fn execute(
         env: Vec::new(),
     };
     let duration = info.duration_sec.unwrap_or(0.0);
-    run_encode(&state.tools, &plan, duration, options, &mut |fraction| {
+    let report = run_encode(&state.tools, &plan, duration, options, &mut |fraction| {
         set_progress(progress, |p| p.pct = Some(fraction * 100.0))
     })
     .await
     .map_err(media_failure)?;
-
-    // Read the result back: a file ffprobe cannot read is a failed encode, not a success.
-    let produced = probe(&state.tools, &output.to_string_lossy(), probe_timeout)
+    // ffmpeg exits non-zero on any write error; an empty file is still worth catching.
+    if !tokio::fs::metadata(&output)
         .await
-        .map_err(|e| {
-            Failure::Fatal(format!(
-                "the encoded file could not be read back: {}",
-                e.user_message()
-            ))
-        })?;
+        .is_ok_and(|m| m.len() > 0)
+    {
+        return Err(Failure::Fatal(
+            "ffmpeg finished but wrote no output; the source may hold no decodable frames".into(),
+        ));
+    }
     let size = state
         .store
         .put_file(&job.output_key, &output)
@@ -241,6 +258,6 @@ async fn execute(
         .map_err(|e| Failure::Retry(format!("could not store the output: {e}")))?;
     Ok(Outcome::Success {
         output_size: size as i64,
-        duration_sec: produced.duration_sec,
+        duration_sec: report.output_duration_sec,
     })
 }
