@@ -79,9 +79,18 @@ impl ScratchRoot {
     }
 }
 
+/// Already gone is as good as removed.
+fn ignore_missing(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::NotFound {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
 impl Drop for ScratchRoot {
     fn drop(&mut self) {
-        if let Err(e) = fs::remove_dir_all(&self.path) {
+        if let Err(e) = fs::remove_dir_all(&self.path).or_else(ignore_missing) {
             tracing::warn!(path = %self.path.display(), error = %e, "could not remove scratch directory");
         }
     }

@@ -22,6 +22,13 @@ pub fn router(state: AppState) -> Router {
         .merge(api)
         .merge(routes::files::router())
         .fallback(|| async { error::AppError::not_found("no such endpoint; see /openapi.json") })
+        .method_not_allowed_fallback(|| async {
+            error::AppError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                convertrilo_core::ErrorCode::InvalidRequest,
+                "this endpoint does not take that HTTP method; see /openapi.json",
+            )
+        })
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

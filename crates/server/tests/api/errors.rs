@@ -78,6 +78,18 @@ async fn bad_requests_are_named_field_by_field() {
     assert_error(code, &body, 400, "invalid_body");
     assert_eq!(body["issues"][0]["path"], "sourceUrl");
 
+    let r = app
+        .client
+        .delete(app.url("/jobs"))
+        .header("X-API-Key", &app.api_key)
+        .send()
+        .await
+        .unwrap();
+    let (code, body) = (r.status().as_u16(), r.json::<Value>().await.unwrap());
+    assert_error(code, &body, 405, "invalid_request");
+    let (code, body) = app.get("/no/such/endpoint").await;
+    assert_error(code, &body, 404, "not_found");
+
     let (code, body) = app.get("/jobs/not-a-uuid/status").await;
     assert_error(code, &body, 404, "not_found");
     let (code, body) = app.get(&format!("/jobs/{}/status", uuid_v7())).await;

@@ -63,7 +63,7 @@ pub fn test_config(dir: &Path) -> Config {
         workers: 1,
         ffmpeg: Some(ffmpeg()),
         ffprobe: Some(ffprobe()),
-        log: "warn".into(),
+        log: "error".into(),
         ..Config::default()
     }
 }
@@ -73,7 +73,7 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
-    convertrilo_server::telemetry::init("warn");
+    convertrilo_server::telemetry::init("error");
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
     tweak(&mut config);

@@ -20,10 +20,14 @@ use utoipa::{
         super::jobs::confirm_job,
         super::jobs::cancel_job,
         super::jobs::job_status,
+        super::files::upload,
+        super::files::download,
+        healthz,
     ),
     components(schemas(
         JobCreateRequest, JobCreateResponse, ApproveUnifiedRequest, ApproveUnifiedResponse, ConfirmRequest,
-        ConfirmResponse, CancelResponse, ProbeDurationResponse, StatusResponse, ErrorBody
+        ConfirmResponse, CancelResponse, ProbeDurationResponse, StatusResponse, ErrorBody,
+        super::files::UploadResponse
     )),
     modifiers(&SecuritySchemes)
 )]
@@ -44,8 +48,11 @@ impl Modify for SecuritySchemes {
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
-        .route(
-            "/healthz",
-            get(|| async { Json(serde_json::json!({ "ok": true })) }),
-        )
+        .route("/healthz", get(healthz))
+}
+
+/// Liveness probe.
+#[utoipa::path(get, path = "/healthz", tag = "ops", responses((status = 200, description = "`{\"ok\": true}`")))]
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "ok": true }))
 }

@@ -3,7 +3,7 @@
 //! downloads support `Range` and `HEAD` and name the file after the source.
 
 use crate::{
-    http::error::{AppError, AppResult},
+    http::error::{AppError, AppResult, ErrorBody},
     jobs,
     state::AppState,
 };
@@ -56,8 +56,8 @@ fn verify(state: &AppState, method: &str, url: &SignedUrl) -> AppResult<()> {
         .map_err(|m| AppError::new(StatusCode::FORBIDDEN, ErrorCode::SignedUrlRequired, m))
 }
 
-#[derive(Serialize)]
-struct UploadResponse {
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct UploadResponse {
     ok: bool,
     key: String,
     size: u64,
@@ -65,7 +65,14 @@ struct UploadResponse {
     status: String,
 }
 
-async fn upload(
+/// Receive a job's source bytes at the signed `upload.url` of `POST /jobs` (streamed to disk).
+#[utoipa::path(put, path = "/uploads/{key}", tag = "files",
+    params(("key" = String, Path, description = "object key from upload.key"),
+        ("expires" = i64, Query), ("sig" = String, Query)),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 200, body = UploadResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub(crate) async fn upload(
     State(state): State<AppState>,
     Path(key): Path<String>,
     Query(q): Query<HashMap<String, String>>,
@@ -139,7 +146,12 @@ async fn upload(
     }))
 }
 
-async fn download(
+/// Download an encoded file at the signed `downloadUrl` of a job's status (supports `Range`).
+#[utoipa::path(get, path = "/files/{key}", tag = "files",
+    params(("key" = String, Path), ("expires" = i64, Query), ("name" = String, Query), ("sig" = String, Query)),
+    responses((status = 200, description = "the file", content_type = "video/*"), (status = 206, description = "a byte range"),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(crate) async fn download(
     State(state): State<AppState>,
     Path(key): Path<String>,
     Query(q): Query<HashMap<String, String>>,
