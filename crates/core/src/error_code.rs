@@ -34,6 +34,8 @@ crate::wire_enum!(
         WebhookNotFound => "webhook_not_found",
         NoUpdatesProvided => "no_updates_provided",
         OutputNotAvailable => "output_not_available",
+        // Our additions (not in the contract's list; documented in the README):
         InternalError => "internal_error",
+        InvalidCredentials => "invalid_credentials",
     }
 );

@@ -4,9 +4,11 @@
 //! `enqueue`, `claim` with a lease, `heartbeat`, `complete`; a job whose worker died is
 //! claimed again once its lease expires, up to a cap on attempts.
 
+pub mod auth;
 pub mod model;
 pub mod sqlite;
 
+pub use auth::{AuthRepo, RefreshToken, Rotation};
 pub use model::*;
 
 use async_trait::async_trait;
@@ -95,6 +97,7 @@ pub trait JobRepo: Send + Sync {
 pub struct Repos {
     pub accounts: Arc<dyn AccountRepo>,
     pub jobs: Arc<dyn JobRepo>,
+    pub auth: Arc<dyn AuthRepo>,
 }
 
 /// Opens (creating if needed) and migrates the database at `url`.
@@ -103,7 +106,8 @@ pub async fn connect(url: &str) -> DbResult<Repos> {
         let repo = Arc::new(sqlite::SqliteRepo::connect(url).await?);
         Ok(Repos {
             accounts: repo.clone(),
-            jobs: repo,
+            jobs: repo.clone(),
+            auth: repo,
         })
     } else {
         Err(DbError::UnsupportedUrl(url.to_string()))

@@ -36,6 +36,16 @@ pub struct Config {
     pub download_timeout_secs: u64,
     /// Encode smaller sources up to the requested box instead of keeping their size.
     pub allow_upscale: bool,
+    /// Lifetime of a login's access token (JWT).
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of a refresh token; each use rotates it.
+    pub refresh_token_ttl_days: u64,
+    /// Requests per minute per account, across authenticated routes.
+    pub rate_limit_per_minute: u32,
+    /// Login attempts per minute per client IP.
+    pub login_rate_limit_per_minute: u32,
+    /// Largest JSON request body.
+    pub json_body_limit_bytes: usize,
     /// Email of the admin account created on first start.
     pub bootstrap_admin_email: String,
     /// Log filter (`info`, `convertrilo=debug`, …).
@@ -61,6 +71,11 @@ impl Default for Config {
             probe_timeout_secs: 30,
             download_timeout_secs: 30,
             allow_upscale: false,
+            access_token_ttl_secs: 15 * 60,
+            refresh_token_ttl_days: 30,
+            rate_limit_per_minute: 100,
+            login_rate_limit_per_minute: 10,
+            json_body_limit_bytes: 1024 * 1024,
             bootstrap_admin_email: "admin@localhost".into(),
             log: "info".into(),
         }

@@ -7,6 +7,8 @@ pub mod accounts;
 pub mod config;
 pub mod http;
 pub mod jobs;
+pub mod ratelimit;
+pub mod session;
 pub mod startup;
 pub mod state;
 pub mod telemetry;

@@ -94,6 +94,15 @@ impl Application {
             .accounts
             .setting_or_insert("url_signing_secret", &random_secret)
             .await?;
+        let random_jwt: String = rand::thread_rng()
+            .sample_iter(&Alphanumeric)
+            .take(48)
+            .map(char::from)
+            .collect();
+        let jwt_secret = repos
+            .accounts
+            .setting_or_insert("jwt_signing_secret", &random_jwt)
+            .await?;
         let store = LocalStore::new(config.objects_dir())
             .with_context(|| format!("object directory {}", config.objects_dir().display()))?;
         let http_client = reqwest::Client::builder()
@@ -112,6 +121,8 @@ impl Application {
             queue_wake: Arc::new(Notify::new()),
             running: RunningJobs::default(),
             http: http_client,
+            sessions: crate::session::SessionKeys::new(jwt_secret.into_bytes()),
+            limits: crate::ratelimit::RateLimiter::default(),
         };
         let bootstrap = bootstrap(&state).await?;
 
@@ -175,7 +186,11 @@ impl Application {
             signal.await;
             serve_shutdown.cancel();
         });
-        axum::serve(self.listener, self.router)
+        // Client addresses feed the per-IP limits of the login route.
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, service)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await?;
         self.shutdown.cancel();

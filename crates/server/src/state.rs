@@ -25,6 +25,8 @@ pub struct AppState {
     pub running: RunningJobs,
     /// Client for URL ingest downloads.
     pub http: reqwest::Client,
+    pub sessions: crate::session::SessionKeys,
+    pub limits: crate::ratelimit::RateLimiter,
 }
 
 /// Cancellation handles of the jobs this process is encoding, so that a cancel request can

@@ -2,6 +2,7 @@
 //! runs; `busy_timeout` turns lock contention into short waits instead of errors.
 
 mod accounts;
+mod auth;
 mod jobs;
 mod rows;
 

@@ -1,14 +1,23 @@
-//! Who is calling: the `X-API-Key` header resolved to an account, with its scopes.
+//! Who is calling: an `X-API-Key` (scoped) or a login's `Authorization: Bearer` access token
+//! (every scope), resolved to an account that is not banned, within its request rate.
 
-use super::error::AppError;
+use super::{error::AppError, limits::RateSlot};
 use crate::{accounts::hash_api_key, state::AppState};
-use axum::{extract::FromRequestParts, http::request::Parts};
-use convertrilo_core::{time::now_ms, ErrorCode, Scope, UserId};
+use axum::{extract::FromRequestParts, http::request::Parts, http::StatusCode};
+use convertrilo_core::{time::now_ms, ErrorCode, Scope, UserId, WireEnum};
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    ApiKey,
+    Bearer,
+}
 
 /// An authenticated caller. Handlers call [`Caller::require`] with their scope.
 pub struct Caller {
     pub user_id: UserId,
     pub scopes: Vec<Scope>,
+    pub credential: Credential,
 }
 
 impl Caller {
@@ -21,6 +30,79 @@ impl Caller {
     }
 }
 
+fn unauthorized(code: ErrorCode, message: &str) -> AppError {
+    AppError::unauthorized(code, message)
+}
+
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, AppError> {
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let (user_id, scopes, credential) = if let Some(raw) = header("x-api-key") {
+        let Some((key, _)) = state
+            .repos
+            .accounts
+            .api_key_by_hash(&hash_api_key(raw))
+            .await?
+        else {
+            return Err(unauthorized(
+                ErrorCode::InvalidApiKey,
+                "the API key is not valid; check it was copied whole",
+            ));
+        };
+        if key.revoked_at.is_some() {
+            return Err(unauthorized(
+                ErrorCode::InvalidApiKey,
+                "the API key has been revoked; create a new one",
+            ));
+        }
+        if key.expires_at.is_some_and(|t| t <= now_ms()) {
+            return Err(unauthorized(
+                ErrorCode::ApiKeyExpired,
+                "the API key has expired; create a new one",
+            ));
+        }
+        (key.user_id, key.scopes, Credential::ApiKey)
+    } else if let Some(bearer) = header("authorization").and_then(|h| {
+        h.strip_prefix("Bearer ")
+            .or_else(|| h.strip_prefix("bearer "))
+    }) {
+        let user = state
+            .sessions
+            .verify_access(bearer.trim(), now_ms() / 1000)
+            .map_err(|m| unauthorized(ErrorCode::InvalidApiKey, m))?;
+        (user, Scope::ALL.to_vec(), Credential::Bearer)
+    } else {
+        return Err(unauthorized(
+            ErrorCode::InvalidApiKey,
+            "missing credentials: send an API key in the X-API-Key header, or a login token as Authorization: Bearer",
+        ));
+    };
+    let user = state.repos.accounts.user(user_id).await?.ok_or_else(|| {
+        unauthorized(
+            ErrorCode::UserNotFound,
+            "the account behind these credentials no longer exists",
+        )
+    })?;
+    if user.banned {
+        return Err(AppError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::AccountBanned,
+            "this account is banned; contact the operator",
+        ));
+    }
+    Ok(Caller {
+        user_id,
+        scopes,
+        credential,
+    })
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = AppError;
 
@@ -28,51 +110,37 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let Some(raw) = parts
-            .headers
-            .get("x-api-key")
-            .and_then(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-        else {
-            return Err(AppError::unauthorized(
-                ErrorCode::InvalidApiKey,
-                "missing API key: send it in the X-API-Key header",
-            ));
-        };
-        let Some((key, user)) = state
-            .repos
-            .accounts
-            .api_key_by_hash(&hash_api_key(raw))
-            .await?
-        else {
-            return Err(AppError::unauthorized(
-                ErrorCode::InvalidApiKey,
-                "the API key is not valid; check it was copied whole",
-            ));
-        };
-        if key.revoked_at.is_some() {
-            return Err(AppError::unauthorized(
-                ErrorCode::InvalidApiKey,
-                "the API key has been revoked; create a new one",
-            ));
+        let caller = authenticate(parts, state).await?;
+        let decision = state.limits.check(
+            &format!("account:{}", caller.user_id),
+            state.config.rate_limit_per_minute,
+        );
+        RateSlot::record(parts, decision);
+        if !decision.allowed {
+            return Err(AppError::rate_limited(decision));
         }
-        if key.expires_at.is_some_and(|t| t <= now_ms()) {
-            return Err(AppError::unauthorized(
-                ErrorCode::ApiKeyExpired,
-                "the API key has expired; create a new one",
-            ));
-        }
-        if user.banned {
+        Ok(caller)
+    }
+}
+
+/// A caller signed in with a password login (Bearer); the contract keeps `/api-keys` to these.
+pub struct LoginCaller(pub Caller);
+
+impl FromRequestParts<AppState> for LoginCaller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        if caller.credential != Credential::Bearer {
             return Err(AppError::new(
-                axum::http::StatusCode::FORBIDDEN,
-                ErrorCode::AccountBanned,
-                "this account is banned",
+                StatusCode::FORBIDDEN,
+                ErrorCode::Forbidden,
+                "API keys are managed with a login token: POST /auth/login, then send Authorization: Bearer <accessToken>",
             ));
         }
-        Ok(Caller {
-            user_id: user.id,
-            scopes: key.scopes,
-        })
+        Ok(LoginCaller(caller))
     }
 }

@@ -96,6 +96,16 @@ impl AppError {
             )
         }
     }
+    pub fn rate_limited(d: crate::ratelimit::Decision) -> Self {
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::RateLimitExceeded,
+            format!(
+                "more than {} requests in a minute; retry in {} s",
+                d.limit, d.reset_secs
+            ),
+        )
+    }
     /// A server-side fault: the cause is logged, the client sees a generic message.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(error = %cause, "internal error");

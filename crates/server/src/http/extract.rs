@@ -23,15 +23,22 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             .get(axum::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| AppError {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            let message = if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                "the JSON body is larger than this endpoint accepts; send a smaller body"
+                    .to_string()
+            } else {
+                format!("could not read the body: {e}")
+            };
+            let issue = Issue {
+                path: String::new(),
+                message,
+            };
+            AppError {
                 status: e.status(),
-                ..AppError::invalid_body(vec![Issue {
-                    path: String::new(),
-                    message: format!("could not read the body: {e}"),
-                }])
-            })?;
+                ..AppError::invalid_body(vec![issue])
+            }
+        })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(JsonBody(Value::Object(Default::default())));
         }

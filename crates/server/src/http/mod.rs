@@ -4,20 +4,21 @@ pub mod auth;
 pub mod dto;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod routes;
 
 use crate::state::AppState;
 use axum::{extract::DefaultBodyLimit, Router};
 use tower_http::trace::TraceLayer;
 
-/// JSON bodies are small; uploads bypass this limit by streaming (see `routes::files`).
-const JSON_BODY_LIMIT: usize = 1024 * 1024;
-
 pub fn router(state: AppState) -> Router {
+    // JSON bodies are small; uploads bypass this limit by streaming (see `routes::files`).
     let api = Router::new()
+        .merge(routes::auth::router())
+        .merge(routes::api_keys::router())
         .merge(routes::jobs::router())
         .merge(routes::docs::router())
-        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT));
+        .layer(DefaultBodyLimit::max(state.config.json_body_limit_bytes));
     Router::new()
         .merge(api)
         .merge(routes::files::router())
@@ -29,6 +30,7 @@ pub fn router(state: AppState) -> Router {
                 "this endpoint does not take that HTTP method; see /openapi.json",
             )
         })
+        .layer(axum::middleware::from_fn(limits::rate_limit_headers))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

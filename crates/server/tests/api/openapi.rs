@@ -83,6 +83,10 @@ async fn generated_spec_matches_the_contract() {
         ("/jobs/{id}/confirm", "post"),
         ("/jobs/{id}/cancel", "post"),
         ("/jobs/{id}/status", "get"),
+        ("/auth/login", "post"),
+        ("/api-keys", "get"),
+        ("/api-keys", "post"),
+        ("/api-keys/{id}", "delete"),
     ];
     for (path, method) in implemented {
         assert!(
@@ -99,6 +103,8 @@ async fn generated_spec_matches_the_contract() {
         ("/uploads/{key}", "put"),
         ("/files/{key}", "get"),
         ("/healthz", "get"),
+        ("/auth/refresh", "post"),
+        ("/auth/logout", "post"),
     ];
     for (path, method) in additions {
         assert!(
@@ -128,6 +134,11 @@ async fn generated_spec_matches_the_contract() {
         ("ProbeDurationResponse", "ProbeDurationResponse"),
         ("StatusResponse", "StatusResponse"),
         ("ErrorBody", "ErrorResponse"),
+        ("AuthLoginRequest", "AuthLoginRequest"),
+        ("AuthLoginResponse", "AuthLoginResponse"),
+        ("ApiKeyCreateRequest", "ApiKeyCreateRequest"),
+        ("ApiKeyResponse", "ApiKeyResponse"),
+        ("ApiKeyListResponse", "ApiKeyListResponse"),
     ] {
         let (o, t) = (schema(&ours, our_name), schema(&theirs, their_name));
         for (field, their_field) in t["properties"].as_object().unwrap() {

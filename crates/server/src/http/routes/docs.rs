@@ -6,7 +6,7 @@ use crate::{
 };
 use axum::{routing::get, Json, Router};
 use utoipa::{
-    openapi::security::{ApiKey, ApiKeyValue, SecurityScheme},
+    openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme},
     Modify, OpenApi,
 };
 
@@ -14,6 +14,12 @@ use utoipa::{
 #[openapi(
     info(title = "Convertrilo Encode API", description = "Self-hosted implementation of the Convertrilo Encode API."),
     paths(
+        super::auth::login,
+        super::auth::refresh,
+        super::auth::logout,
+        super::api_keys::list_keys,
+        super::api_keys::create_key,
+        super::api_keys::revoke_key,
         super::jobs::create_job,
         super::jobs::probe_duration,
         super::jobs::approve_unified,
@@ -27,7 +33,9 @@ use utoipa::{
     components(schemas(
         JobCreateRequest, JobCreateResponse, ApproveUnifiedRequest, ApproveUnifiedResponse, ConfirmRequest,
         ConfirmResponse, CancelResponse, ProbeDurationResponse, StatusResponse, ErrorBody,
-        super::files::UploadResponse
+        super::files::UploadResponse, super::auth::AuthLoginRequest, super::auth::AuthLoginResponse,
+        super::auth::RefreshRequest, super::api_keys::ApiKeyCreateRequest, super::api_keys::ApiKeyResponse,
+        super::api_keys::ApiKeyListResponse
     )),
     modifiers(&SecuritySchemes)
 )]
@@ -41,6 +49,15 @@ impl Modify for SecuritySchemes {
         components.add_security_scheme(
             "ApiKeyAuth",
             SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-API-Key"))),
+        );
+        components.add_security_scheme(
+            "BearerAuth",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
         );
     }
 }

@@ -54,7 +54,7 @@ fn must_be_created(job: &Job, action: &str) -> AppResult<()> {
 
 /// Create an encode job (upload, or URL ingest with `sourceUrl`).
 #[utoipa::path(post, path = "/jobs", tag = "jobs", request_body = JobCreateRequest,
-    security(("ApiKeyAuth" = [])),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = [])),
     responses((status = 200, body = JobCreateResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 async fn create_job(
     State(state): State<AppState>,
@@ -69,7 +69,7 @@ async fn create_job(
 
 /// Probe the input's duration.
 #[utoipa::path(get, path = "/jobs/{id}/probe-duration", tag = "jobs", params(("id" = String, Path)),
-    security(("ApiKeyAuth" = [])),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = [])),
     responses((status = 200, body = ProbeDurationResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn probe_duration(
     State(state): State<AppState>,
@@ -96,7 +96,7 @@ async fn probe_duration(
 
 /// Apply settings, probe and return the estimate (does not queue).
 #[utoipa::path(post, path = "/jobs/{id}/approve-unified", tag = "jobs", params(("id" = String, Path)),
-    request_body(content = Option<ApproveUnifiedRequest>), security(("ApiKeyAuth" = [])),
+    request_body(content = Option<ApproveUnifiedRequest>), security(("BearerAuth" = []), ("ApiKeyAuth" = [])),
     responses((status = 200, body = ApproveUnifiedResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn approve_unified(
     State(state): State<AppState>,
@@ -124,7 +124,7 @@ async fn approve_unified(
 
 /// Queue the job (probing and pricing it first when not done yet).
 #[utoipa::path(post, path = "/jobs/{id}/confirm", tag = "jobs", params(("id" = String, Path)),
-    request_body(content = Option<ConfirmRequest>), security(("ApiKeyAuth" = [])),
+    request_body(content = Option<ConfirmRequest>), security(("BearerAuth" = []), ("ApiKeyAuth" = [])),
     responses((status = 200, body = ConfirmResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn confirm_job(
     State(state): State<AppState>,
@@ -154,7 +154,7 @@ async fn confirm_job(
 
 /// Cancel a job that has not finished; a running encode is stopped and its files removed.
 #[utoipa::path(post, path = "/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path)),
-    security(("ApiKeyAuth" = [])),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = [])),
     responses((status = 200, body = CancelResponse), (status = 404, body = ErrorBody)))]
 async fn cancel_job(
     State(state): State<AppState>,
@@ -186,7 +186,7 @@ async fn cancel_job(
 
 /// Status, progress and (on success) a signed download link.
 #[utoipa::path(get, path = "/jobs/{id}/status", tag = "jobs", params(("id" = String, Path)),
-    security(("ApiKeyAuth" = [])),
+    security(("BearerAuth" = []), ("ApiKeyAuth" = [])),
     responses((status = 200, body = StatusResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn job_status(
     State(state): State<AppState>,
