@@ -65,6 +65,16 @@ enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Ban an account: its keys and logins stop working at once (jobs and data are kept).
+    Ban {
+        #[arg(long)]
+        email: String,
+    },
+    /// Lift a ban.
+    Unban {
+        #[arg(long)]
+        email: String,
+    },
     /// Create an API key for a user; the raw key is printed once.
     CreateApiKey {
         #[arg(long)]
@@ -196,6 +206,8 @@ async fn admin(config: Config, cmd: AdminCommand) -> anyhow::Result<()> {
                 println!("created user {} ({})", user.email, user.id);
             }
         }
+        AdminCommand::Ban { email } => set_banned(&repos, &email, true).await?,
+        AdminCommand::Unban { email } => set_banned(&repos, &email, false).await?,
         AdminCommand::CreateApiKey {
             email,
             scopes,
@@ -218,5 +230,21 @@ async fn admin(config: Config, cmd: AdminCommand) -> anyhow::Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+async fn set_banned(
+    repos: &convertrilo_db::Repos,
+    email: &str,
+    banned: bool,
+) -> anyhow::Result<()> {
+    let email = email.trim().to_ascii_lowercase();
+    let user = repos
+        .accounts
+        .user_by_email(&email)
+        .await?
+        .with_context(|| format!("no user with email {email}"))?;
+    repos.auth.set_banned(user.id, banned).await?;
+    println!("{} {email}", if banned { "banned" } else { "unbanned" });
     Ok(())
 }

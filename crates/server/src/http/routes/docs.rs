@@ -1,4 +1,4 @@
-//! The generated OpenAPI document, and a health probe.
+//! The generated OpenAPI document, the interactive docs page that renders it, and a health probe.
 
 use crate::{
     http::{dto::*, error::ErrorBody},
@@ -66,6 +66,13 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/openapi.json", get(|| async { Json(ApiDoc::openapi()) }))
         .route("/healthz", get(healthz))
+        .route("/docs", get(docs_page))
+}
+
+/// Interactive API docs: one self-contained page (no CDN) that renders `/openapi.json` and
+/// sends real requests with the key or token typed into it.
+async fn docs_page() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("../../../static/docs.html"))
 }
 
 /// Liveness probe.
