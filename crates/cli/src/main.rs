@@ -65,6 +65,16 @@ enum AdminCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Add paid tokens (NEU) to an account.
+    Grant {
+        #[arg(long)]
+        email: String,
+        /// Amount, e.g. 100 or 12.5.
+        #[arg(long, value_name = "NEU")]
+        amount: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Ban an account: its keys and logins stop working at once (jobs and data are kept).
     Ban {
         #[arg(long)]
@@ -134,7 +144,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     telemetry::init(&config.log);
-    let (data_dir, workers) = (config.data_dir.clone(), config.workers);
+    let (data_dir, workers, admin_email) = (
+        config.data_dir.clone(),
+        config.workers,
+        config.bootstrap_admin_email.clone(),
+    );
     let app = Application::build(config).await?;
     let url = app.public_url().to_string();
     println!(
@@ -150,9 +164,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             );
             "$CONVERTRILO_API_KEY".to_string()
         }
-        None => "$CONVERTRILO_API_KEY".to_string(),
+        None => {
+            println!(
+                "\nNeed an API key? convertrilo admin create-api-key --data-dir {} --email {}",
+                data_dir.display(),
+                admin_email
+            );
+            "$CONVERTRILO_API_KEY".to_string()
+        }
     };
-    println!("Send a first job (any http(s) video URL works as sourceUrl):\n");
+    println!("Send a first job (replace the sourceUrl with any http(s) URL of a video):\n");
     println!(
         "  curl -s {url}/jobs -H \"X-API-Key: {key_ref}\" -H 'Content-Type: application/json' \\"
     );
@@ -180,6 +201,14 @@ async fn shutdown_signal() {
 }
 
 async fn admin(config: Config, cmd: AdminCommand) -> anyhow::Result<()> {
+    // A mistyped --data-dir must not quietly create an empty database beside the real one.
+    let db_file = config.data_dir.join("convertrilo.db");
+    if config.database_url.is_none() && !db_file.is_file() {
+        anyhow::bail!(
+            "no Convertrilo database at {}: pass the --data-dir the server uses (start the server once to create one)",
+            db_file.display()
+        );
+    }
     let repos = startup::open_repos(&config).await?;
     match cmd {
         AdminCommand::CreateUser {
@@ -195,7 +224,9 @@ async fn admin(config: Config, cmd: AdminCommand) -> anyhow::Result<()> {
                         .with_context(|| format!("--grant {g:?} is not an amount like 100 or 12.5"))
                 })
                 .transpose()?;
-            let user = accounts::create_user(&repos, &email, &password, admin, grant).await?;
+            let user =
+                accounts::create_user(&repos, &email, &password, admin, grant, config.trial())
+                    .await?;
             if json {
                 let out = serde_json::json!({
                     "id": user.id, "email": user.email, "isAdmin": user.is_admin,
@@ -204,6 +235,36 @@ async fn admin(config: Config, cmd: AdminCommand) -> anyhow::Result<()> {
                 println!("{out}");
             } else {
                 println!("created user {} ({})", user.email, user.id);
+            }
+        }
+        AdminCommand::Grant {
+            email,
+            amount,
+            json,
+        } => {
+            let amount = Neu::parse(&amount)
+                .filter(|a| *a > Neu::ZERO)
+                .with_context(|| {
+                    format!("--amount {amount:?} is not a positive amount like 100 or 12.5")
+                })?;
+            let email = email.trim().to_ascii_lowercase();
+            let user = repos
+                .accounts
+                .user_by_email(&email)
+                .await?
+                .with_context(|| format!("no user with email {email}"))?;
+            let b = repos.ledger.grant(user.id, amount).await?;
+            if json {
+                let out = serde_json::json!({
+                    "email": email, "granted": amount, "available": b.available, "reserved": b.reserved,
+                    "spent": b.spent, "expired": b.expired, "totalGranted": b.granted,
+                });
+                println!("{out}");
+            } else {
+                println!(
+                    "granted {amount} NEU to {email}; available now {}",
+                    b.available
+                );
             }
         }
         AdminCommand::Ban { email } => set_banned(&repos, &email, true).await?,

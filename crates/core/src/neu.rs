@@ -1,9 +1,9 @@
-//! NEU amounts and the per-minute price function.
+//! NEU amounts and the total for a duration (the per-minute price comes from
+//! [`crate::pricing::PricingTable`]).
 //!
 //! Amounts are integers of a thousandth of a NEU inside; floating point never touches a stored
 //! amount. On the wire they are JSON numbers with up to three decimals.
 
-use crate::spec::{Codec, EncodeSpec, Resolution};
 use serde::{Serialize, Serializer};
 use std::fmt;
 
@@ -26,20 +26,35 @@ impl Neu {
     pub fn as_f64(self) -> f64 {
         self.0 as f64 / Self::MILLIS_PER_NEU as f64
     }
-    /// Parses a decimal like `100` or `12.5` exactly (at most three decimals).
+    /// Parses a decimal like `100` or `12.5` exactly (at most three decimals, not negative).
     pub fn parse(s: &str) -> Option<Neu> {
-        let s = s.trim();
-        let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
-        if whole.is_empty() || frac.len() > 3 || !whole.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        if !frac.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let w: i64 = whole.parse().ok()?;
-        let f: i64 = format!("{frac:0<3}").parse().ok()?;
-        w.checked_mul(Self::MILLIS_PER_NEU)?.checked_add(f).map(Neu)
+        parse_thousandths(s).ok().map(Neu)
     }
+}
+
+/// Reads a non-negative decimal with at most three fractional digits as an exact count of
+/// thousandths (`"2.5"` → 2500). The message says what is wrong, for config and API errors.
+pub fn parse_thousandths(s: &str) -> Result<i64, String> {
+    let s = s.trim();
+    if s.starts_with('-') {
+        return Err(format!("{s} is negative; use 0 or more"));
+    }
+    let (whole, frac) = s.split_once('.').unwrap_or((s, ""));
+    let digits = |t: &str| t.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !digits(whole) || !digits(frac) {
+        return Err(format!("{s:?} is not a decimal number like 2 or 2.5"));
+    }
+    if frac.len() > 3 {
+        return Err(format!(
+            "{s} has more than three decimals; amounts are exact to a thousandth"
+        ));
+    }
+    let too_large = || format!("{s} is too large");
+    let w: i64 = whole.parse().map_err(|_| too_large())?;
+    let f: i64 = format!("{frac:0<3}").parse().map_err(|_| too_large())?;
+    w.checked_mul(Neu::MILLIS_PER_NEU)
+        .and_then(|m| m.checked_add(f))
+        .ok_or_else(too_large)
 }
 
 impl fmt::Display for Neu {
@@ -63,30 +78,11 @@ impl Serialize for Neu {
     }
 }
 
-/// Per-minute price of an encode: resolution base × codec factor (simple table; the billing
-/// issue replaces it with the configurable one).
-pub fn per_minute_price(spec: &EncodeSpec) -> Neu {
-    let base_millis = match spec.resolution {
-        Resolution::P480 => 1_000,
-        Resolution::P720 => 2_000,
-        Resolution::P1080 => 4_000,
-        Resolution::P1440 => 6_000,
-        Resolution::P2160 => 10_000,
-        Resolution::P4320 => 40_000,
-    };
-    let codec_percent = match spec.codec {
-        Codec::H264 => 100,
-        Codec::H265 => 150,
-        Codec::Av1 => 200,
-    };
-    Neu(base_millis * codec_percent / 100 * spec.passes as i64)
-}
-
 /// Total for a duration, rounded up to the next thousandth of a NEU.
 pub fn total_price(per_minute: Neu, duration_sec: f64) -> Neu {
-    let millis_secs = (duration_sec.max(0.0) * 1000.0).ceil() as i64; // duration in ms
-                                                                      // per_minute.millis * duration_ms / 60_000, rounded up, in i128 to avoid overflow.
-    let num = per_minute.0 as i128 * millis_secs as i128;
+    let duration_ms = (duration_sec.max(0.0) * 1000.0).ceil() as i64;
+    // per_minute.millis × duration_ms / 60_000, rounded up, in i128 so it cannot overflow.
+    let num = per_minute.0 as i128 * duration_ms as i128;
     Neu(((num + 59_999) / 60_000) as i64)
 }
 
@@ -100,6 +96,13 @@ mod tests {
         assert_eq!(Neu::parse("100"), Some(Neu::from_whole(100)));
         assert_eq!(Neu::parse("1.2345"), None);
         assert_eq!(Neu::parse("-1"), None);
+        assert!(parse_thousandths("1.2345")
+            .unwrap_err()
+            .contains("three decimals"));
+        assert!(parse_thousandths("-2").unwrap_err().contains("negative"));
+        assert!(parse_thousandths("2,5")
+            .unwrap_err()
+            .contains("not a decimal"));
         assert_eq!(Neu::from_millis(12_050).to_string(), "12.05");
         assert_eq!(serde_json::to_string(&Neu::from_whole(3)).unwrap(), "3");
         assert_eq!(
@@ -110,9 +113,7 @@ mod tests {
 
     #[test]
     fn prices_round_up_to_a_thousandth() {
-        let spec = EncodeSpec::new(Codec::H264, Resolution::P720, 30);
-        let pm = per_minute_price(&spec);
-        assert_eq!(pm, Neu::from_whole(2));
+        let pm = Neu::from_whole(2);
         // 5.28 s of 2 NEU/min = 0.176 NEU exactly.
         assert_eq!(total_price(pm, 5.28), Neu::from_millis(176));
         assert_eq!(total_price(pm, 60.0), Neu::from_whole(2));

@@ -97,8 +97,12 @@ impl<'a> Fields<'a> {
                     .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64));
                 match int {
                     Some(i) if (min..=max).contains(&i) => Some(i),
-                    _ => {
+                    Some(_) => {
                         self.issue(name, format!("{n} is out of range; use {range}"));
+                        None
+                    }
+                    None => {
+                        self.issue(name, format!("{n} is not a whole number; use {range}"));
                         None
                     }
                 }
@@ -242,7 +246,7 @@ pub fn parse_job_create(body: &Value) -> Result<JobCreate, Vec<Issue>> {
     };
     let codec = f.wire::<Codec>("codec", true);
     let resolution = f.wire::<Resolution>("resolution", true);
-    let fps = f.int("fps", 1, 240, true);
+    let fps = f.int("fps", 1, MAX_FPS.into(), true);
     let mut spec = EncodeSpec::new(
         codec.unwrap_or(Codec::H264),
         resolution.unwrap_or(Resolution::P720),
@@ -318,7 +322,7 @@ pub fn parse_approve(body: &Value, current: &EncodeSpec) -> Result<EncodeSpec, V
     if let Some(v) = f.wire::<Resolution>("resolution", false) {
         spec.resolution = v;
     }
-    if let Some(v) = f.int("fps", 1, 240, false) {
+    if let Some(v) = f.int("fps", 1, MAX_FPS.into(), false) {
         spec.fps = v as u32;
     }
     if let Some(v) = f.wire::<Preset>("preset", false) {

@@ -19,6 +19,9 @@ wire_enum!(Quality { Good => "good", Better => "better", Best => "best" });
 wire_enum!(Policy { Fastest => "fastest", GpuFirst => "gpu_first", GpuOnly => "gpu_only" });
 wire_enum!(Optimize { None => "none", Vmaf => "vmaf" });
 
+/// The highest fps cap a job may ask for (pricing's fps bands must reach it).
+pub const MAX_FPS: u32 = 240;
+
 impl Resolution {
     /// The landscape bounding box (long side, short side) of this resolution.
     pub fn box_dims(self) -> (u32, u32) {

@@ -2,13 +2,19 @@
 //! Repositories are traits used behind `Arc<dyn …>`; the backend is chosen from the database
 //! URL (`sqlite://…` today). Each backend keeps its own migrations. The queue is a table:
 //! `enqueue`, `claim` with a lease, `heartbeat`, `complete`; a job whose worker died is
-//! claimed again once its lease expires, up to a cap on attempts.
+//! claimed again once its lease expires, up to a cap on attempts. Token moves that belong to
+//! a job state change (reserve on enqueue, deduct and release on finish, release on cancel)
+//! happen in the same transaction as that change; the rules are in [`ledger`].
 
 pub mod auth;
+pub mod ledger;
 pub mod model;
 pub mod sqlite;
 
 pub use auth::{AuthRepo, RefreshToken, Rotation};
+pub use ledger::{
+    Balance, Bucket, BucketBalance, EntryKind, LedgerEntry, LedgerRepo, Reservation, Trial,
+};
 pub use model::*;
 
 use async_trait::async_trait;
@@ -27,22 +33,32 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The named row does not exist (for a ledger move: not for this user).
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A caller's mistake the repository refuses, e.g. a ledger move of zero.
+    #[error("{0}")]
+    Invalid(String),
 }
 
 pub type DbResult<T> = Result<T, DbError>;
 
 #[async_trait]
 pub trait AccountRepo: Send + Sync {
-    /// Creates a user, and a grant journal entry when `grant` is given, in one transaction.
-    async fn create_user(&self, user: &User, grant: Option<Neu>) -> DbResult<()>;
+    /// Creates a user with its opening grants in one transaction: paid tokens when `grant`
+    /// is given, a trial (at most one per account) when `trial` is.
+    async fn create_user(
+        &self,
+        user: &User,
+        grant: Option<Neu>,
+        trial: Option<Trial>,
+    ) -> DbResult<()>;
     async fn user_by_email(&self, email: &str) -> DbResult<Option<User>>;
     async fn user(&self, id: UserId) -> DbResult<Option<User>>;
     async fn count_users(&self) -> DbResult<i64>;
     async fn create_api_key(&self, key: &ApiKey, key_hash: &str) -> DbResult<()>;
     /// The key with this hash and its owner, whatever its state (the caller judges expiry).
     async fn api_key_by_hash(&self, key_hash: &str) -> DbResult<Option<(ApiKey, User)>>;
-    /// Sum of the journal entries of one kind.
-    async fn ledger_total(&self, user: UserId, kind: &str) -> DbResult<Neu>;
     /// Returns the stored value, storing `value` first when the key is absent (first writer wins).
     async fn setting_or_insert(&self, key: &str, value: &str) -> DbResult<String>;
 }
@@ -52,23 +68,31 @@ pub trait JobRepo: Send + Sync {
     async fn insert_job(&self, job: &Job) -> DbResult<()>;
     /// A job, scoped to its owner when `owner` is given (another account's job is `None`).
     async fn job(&self, id: JobId, owner: Option<UserId>) -> DbResult<Option<Job>>;
-    /// Records a finished upload; only while the job is `created`. False otherwise.
-    async fn mark_uploaded(&self, id: JobId, size: u64) -> DbResult<bool>;
+    /// Points a `created` job at a newly uploaded object and forgets any probe and estimate
+    /// of the previous upload. Returns the previous object key (to delete), or `None` when
+    /// the job is no longer `created` (the new object is then unused).
+    async fn mark_uploaded(&self, id: JobId, key: &str, size: u64) -> DbResult<Option<String>>;
+    /// Deletes a job that is still `created` (a creation that could not complete).
+    async fn delete_created(&self, id: JobId) -> DbResult<bool>;
     /// Stores probe results, the (possibly updated) spec and the estimate; only while `created`.
     async fn save_estimate(&self, id: JobId, update: &EstimateUpdate) -> DbResult<bool>;
-    /// `created` → `queued` plus a queue row, atomically. `None` when the job was not `created`.
+    /// `created` → `queued` plus a queue row and, when `reserve` is given, the job's
+    /// reservation topped up to that amount (see [`LedgerRepo`]), all in one transaction.
+    /// When the account cannot cover it, nothing changes and `Insufficient` says by how much.
     async fn enqueue(
         &self,
         id: JobId,
         update: Option<&EstimateUpdate>,
         priority: i32,
-    ) -> DbResult<Option<Job>>;
-    /// Cancels a job that has not finished; returns the status it had before. Terminal jobs
-    /// are left alone and their status is returned.
+        reserve: Option<Neu>,
+    ) -> DbResult<Enqueued>;
+    /// Cancels a job that has not finished and releases its whole reservation; returns the
+    /// status it had before. Terminal jobs are left alone and their status is returned.
     async fn cancel(&self, id: JobId, owner: UserId) -> DbResult<Option<JobStatus>>;
 
     /// Claims the next queued job (or one whose lease expired) for `worker`, marking it
-    /// `running`. Jobs that have used up `max_attempts` are failed instead of handed out.
+    /// `running`. Jobs that have used up `max_attempts` are failed instead of handed out, and
+    /// their reservations released.
     async fn claim(
         &self,
         worker: &str,
@@ -84,7 +108,9 @@ pub trait JobRepo: Send + Sync {
         lease: Duration,
         progress: &Progress,
     ) -> DbResult<Heartbeat>;
-    /// Finishes a job this worker holds; false when the lease was lost meanwhile.
+    /// Finishes a job this worker holds, settling its reservation in the same transaction:
+    /// on success `min(cost, reserved)` is deducted and the rest released; on failure all of
+    /// it is released. False (and no ledger move) when the lease was lost meanwhile.
     async fn finish(&self, id: JobId, worker: &str, outcome: &Outcome) -> DbResult<bool>;
     /// Gives a held job back to the queue (graceful shutdown, transient failure).
     async fn release(&self, id: JobId, worker: &str) -> DbResult<()>;
@@ -92,12 +118,13 @@ pub trait JobRepo: Send + Sync {
     async fn queue_depth(&self) -> DbResult<i64>;
 }
 
-/// Both repositories over one backend.
+/// The repositories over one backend.
 #[derive(Clone)]
 pub struct Repos {
     pub accounts: Arc<dyn AccountRepo>,
     pub jobs: Arc<dyn JobRepo>,
     pub auth: Arc<dyn AuthRepo>,
+    pub ledger: Arc<dyn LedgerRepo>,
 }
 
 /// Opens (creating if needed) and migrates the database at `url`.
@@ -107,7 +134,8 @@ pub async fn connect(url: &str) -> DbResult<Repos> {
         Ok(Repos {
             accounts: repo.clone(),
             jobs: repo.clone(),
-            auth: repo,
+            auth: repo.clone(),
+            ledger: repo,
         })
     } else {
         Err(DbError::UnsupportedUrl(url.to_string()))

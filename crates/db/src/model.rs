@@ -108,11 +108,28 @@ pub enum Heartbeat {
     Lost,
 }
 
+/// What `JobRepo::enqueue` did.
+// Returned once per enqueue and matched at once, like the `Option<Job>` it replaced: boxing
+// the job would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Enqueued {
+    /// Queued, with its reservation (if one was asked for) in place.
+    Queued(Job),
+    /// The job was not `created` (another confirm or a cancel came first); nothing changed.
+    NotCreated,
+    /// The account cannot cover the reservation; nothing changed.
+    Insufficient { required: Neu, available: Neu },
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
     Success {
         output_size: i64,
         duration_sec: Option<f64>,
+        /// The price of the output; `finish` deducts up to the job's reservation of it and
+        /// releases the rest.
+        cost: Neu,
     },
     Failed {
         message: String,

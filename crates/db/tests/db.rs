@@ -1,5 +1,13 @@
 //! Repository conformance suite. Each check takes `Repos`, so every backend runs the same
-//! assertions; today that is SQLite in a temporary directory.
+//! assertions; today that is SQLite in a temporary directory. The NEU ledger's checks live
+//! in `conformance/`, part of this one test binary.
+
+#[path = "conformance/ledger.rs"]
+mod ledger;
+#[path = "conformance/ledger_race.rs"]
+mod ledger_race;
+#[path = "conformance/ledger_trial.rs"]
+mod ledger_trial;
 
 use convertrilo_core::{spec::*, time::now_ms, ApiKeyId, JobId, JobStatus, Neu, Scope, UserId};
 use convertrilo_db::*;
@@ -23,7 +31,7 @@ async fn user(repos: &Repos, email: &str) -> User {
     };
     repos
         .accounts
-        .create_user(&u, Some(Neu::from_whole(10)))
+        .create_user(&u, Some(Neu::from_whole(10)), None)
         .await
         .unwrap();
     u
@@ -75,13 +83,14 @@ async fn accounts_keys_and_settings() {
         ..u.clone()
     };
     assert!(matches!(
-        repos.accounts.create_user(&dup, None).await,
+        repos.accounts.create_user(&dup, None, None).await,
         Err(DbError::Conflict(_))
     ));
     assert_eq!(repos.accounts.count_users().await.unwrap(), 1);
+    let b = repos.ledger.balance(u.id, now_ms()).await.unwrap();
     assert_eq!(
-        repos.accounts.ledger_total(u.id, "grant").await.unwrap(),
-        Neu::from_whole(10)
+        (b.granted, b.available),
+        (Neu::from_whole(10), Neu::from_whole(10))
     );
     let key = ApiKey {
         id: ApiKeyId::new(),
@@ -135,18 +144,33 @@ async fn job_lifecycle_and_tenant_scope() {
         repos.jobs.job(j.id, Some(b.id)).await.unwrap().is_none(),
         "another account's job is invisible"
     );
-    assert!(repos.jobs.mark_uploaded(j.id, 42).await.unwrap());
-    let queued = repos.jobs.enqueue(j.id, None, 0).await.unwrap().unwrap();
+    assert_eq!(
+        repos
+            .jobs
+            .mark_uploaded(j.id, "inputs/x/1", 42)
+            .await
+            .unwrap(),
+        Some(j.input_key.clone())
+    );
+    let Enqueued::Queued(queued) = repos.jobs.enqueue(j.id, None, 0, None).await.unwrap() else {
+        panic!("not queued")
+    };
     assert_eq!(
         (queued.status, queued.input_size),
         (JobStatus::Queued, Some(42))
     );
-    assert!(
-        repos.jobs.enqueue(j.id, None, 0).await.unwrap().is_none(),
+    assert_eq!(
+        repos.jobs.enqueue(j.id, None, 0, None).await.unwrap(),
+        Enqueued::NotCreated,
         "enqueue is once only"
     );
     assert!(
-        !repos.jobs.mark_uploaded(j.id, 1).await.unwrap(),
+        repos
+            .jobs
+            .mark_uploaded(j.id, "inputs/x/2", 1)
+            .await
+            .unwrap()
+            .is_none(),
         "no upload after queueing"
     );
     assert_eq!(repos.jobs.queue_depth().await.unwrap(), 1);
@@ -175,6 +199,7 @@ async fn job_lifecycle_and_tenant_scope() {
     let done = Outcome::Success {
         output_size: 1000,
         duration_sec: Some(5.0),
+        cost: Neu::ZERO,
     };
     assert!(
         !repos.jobs.finish(j.id, "w2", &done).await.unwrap(),
@@ -213,7 +238,7 @@ async fn cancel_running_job_makes_the_worker_lose_it() {
     let a = user(&repos, "a@x.io").await;
     let j = job(a.id);
     repos.jobs.insert_job(&j).await.unwrap();
-    repos.jobs.enqueue(j.id, None, 0).await.unwrap();
+    repos.jobs.enqueue(j.id, None, 0, None).await.unwrap();
     repos.jobs.claim("w1", LEASE, 3).await.unwrap().unwrap();
     assert_eq!(
         repos.jobs.cancel(j.id, a.id).await.unwrap(),
@@ -249,7 +274,7 @@ async fn expired_lease_is_claimed_again_until_the_attempt_cap() {
     let a = user(&repos, "a@x.io").await;
     let j = job(a.id);
     repos.jobs.insert_job(&j).await.unwrap();
-    repos.jobs.enqueue(j.id, None, 0).await.unwrap();
+    repos.jobs.enqueue(j.id, None, 0, None).await.unwrap();
     let short = Duration::from_millis(50);
     for attempt in 1..=2 {
         let c = repos
@@ -277,7 +302,7 @@ async fn release_requeues_and_priority_orders_claims() {
     let (low, high) = (job(a.id), job(a.id));
     for (j, prio) in [(&low, 0), (&high, 10)] {
         repos.jobs.insert_job(j).await.unwrap();
-        repos.jobs.enqueue(j.id, None, prio).await.unwrap();
+        repos.jobs.enqueue(j.id, None, prio, None).await.unwrap();
     }
     let first = repos.jobs.claim("w", LEASE, 3).await.unwrap().unwrap();
     assert_eq!(first.id, high.id);
@@ -303,7 +328,7 @@ async fn concurrent_claimers_never_share_a_job() {
     for _ in 0..40 {
         let j = job(a.id);
         repos.jobs.insert_job(&j).await.unwrap();
-        repos.jobs.enqueue(j.id, None, 0).await.unwrap();
+        repos.jobs.enqueue(j.id, None, 0, None).await.unwrap();
     }
     let mut tasks = Vec::new();
     for w in 0..8 {

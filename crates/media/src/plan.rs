@@ -264,6 +264,9 @@ fn head(input: &str) -> Vec<String> {
         "-nostats",
         "-progress",
         "pipe:1",
+        // Only plain media demuxers: see `probe::INPUT_FORMATS`.
+        "-format_whitelist",
+        crate::probe::INPUT_FORMATS,
         // `file:` keeps a path with a colon or a leading dash from being read as a protocol or
         // an option.
         "-i",

@@ -118,13 +118,18 @@ fn h264_mp4_full_argv() {
         (1280, 720, "yuv420p", None, true)
     );
     assert_eq!(p.passes.len(), 1);
-    let expected = "-hide_banner -nostdin -y -v error -nostats -progress pipe:1 -i file:/scratch/w/j/input \
+    let expected = "-hide_banner -nostdin -y -v error -nostats -progress pipe:1 -format_whitelist FORMATS \
+                    -i file:/scratch/w/j/input \
                     -map 0:0 -map 0:1 -filter:v scale=1280:720,setsar=1,format=yuv420p -c:v libx264 \
                     -preset veryfast -crf 22 -maxrate 5000k -bufsize 10000k -c:a aac -b:a 128k \
                     -f mp4 -movflags +faststart file:/scratch/w/j/output";
     assert_eq!(
         p.passes[0].join(" "),
-        expected.split_whitespace().collect::<Vec<_>>().join(" ")
+        expected
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .replace("FORMATS", crate::probe::INPUT_FORMATS)
     );
 }
 

@@ -259,6 +259,13 @@ fn is_url(input: &str) -> bool {
 
 /// Runs ffprobe on a local path or an http(s) URL and checks that the result is a video that
 /// can be encoded: it has a video stream and a known, non-zero duration.
+/// The demuxers a source may be read with. Playlist and script formats (HLS, concat, image
+/// sequences…) are left out: a crafted "video" of that kind names other files, and would let
+/// a client read files on the server. Matched by ffmpeg against each demuxer's name list.
+pub const INPUT_FORMATS: &str =
+    "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,flv,asf,mpeg,mxf,ogg,gif,\
+h264,hevc,m4v,mpegvideo,yuv4mpegpipe,ivf,obu,nut,dv,wav,mp3,aac,flac";
+
 pub async fn probe(tools: &Tools, input: &str, timeout: Duration) -> Result<MediaInfo, MediaError> {
     let url = is_url(input);
     let mut args: Vec<String> = ["-v", "error", "-print_format", "json", "-show_format"]
@@ -283,6 +290,7 @@ pub async fn probe(tools: &Tools, input: &str, timeout: Duration) -> Result<Medi
         // `file:` keeps a path with a colon or a leading dash from being read as something else.
         format!("file:{input}")
     };
+    args.extend(["-format_whitelist".into(), INPUT_FORMATS.into()]);
     args.push("-i".into());
     args.push(target.clone());
 

@@ -274,9 +274,34 @@ pub fn command_line(program: &Path, args: &[String]) -> String {
     let mut out = shell_quote(&program.to_string_lossy());
     for arg in args {
         out.push(' ');
-        out.push_str(&shell_quote(arg));
+        out.push_str(&shell_quote(&redact_url(arg)));
     }
     out
+}
+
+/// Command lines end up in logs: a source URL's credentials (`user:pass@`) and query string
+/// (often a signed token) are replaced by `***`.
+fn redact_url(arg: &str) -> std::borrow::Cow<'_, str> {
+    let lower = arg.get(..8).unwrap_or(arg).to_ascii_lowercase();
+    if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+        return arg.into();
+    }
+    let (scheme, rest) = arg.split_once("://").unwrap_or(("", arg));
+    let (authority_path, query) = match rest.split_once('?') {
+        Some((before, _)) => (before, "?***"),
+        None => (rest, ""),
+    };
+    let authority_path = match authority_path.split_once('/') {
+        Some((authority, path)) => match authority.rsplit_once('@') {
+            Some((_, host)) => format!("***@{host}/{path}"),
+            None => authority_path.to_string(),
+        },
+        None => match authority_path.rsplit_once('@') {
+            Some((_, host)) => format!("***@{host}"),
+            None => authority_path.to_string(),
+        },
+    };
+    format!("{scheme}://{authority_path}{query}").into()
 }
 
 fn shell_quote(word: &str) -> String {
@@ -333,6 +358,22 @@ fn die_with_parent(_cmd: &mut Command) {}
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn urls_in_command_lines_lose_their_secrets() {
+        let args = [
+            "-i".to_string(),
+            "https://u:pw@cdn.example/a/b.mp4?token=SECRET".to_string(),
+            "file:/x?y".to_string(),
+        ];
+        let line = command_line(Path::new("ffprobe"), &args);
+        assert_eq!(
+            line,
+            "ffprobe -i 'https://***@cdn.example/a/b.mp4?***' 'file:/x?y'"
+        );
+        assert!(!line.contains("SECRET") && !line.contains("pw"));
+        assert_eq!(redact_url("http://host/path"), "http://host/path");
+    }
+
     use super::*;
 
     fn s(v: &[&str]) -> Vec<String> {

@@ -4,7 +4,7 @@
 
 use argon2::{password_hash::SaltString, Argon2, PasswordHasher};
 use convertrilo_core::{time::now_ms, ApiKeyId, Neu, Scope, UserId, WireEnum};
-use convertrilo_db::{ApiKey, DbError, Repos, User};
+use convertrilo_db::{ApiKey, DbError, Repos, Trial, User};
 use rand::{rngs::OsRng, RngCore};
 use sha2::{Digest, Sha256};
 
@@ -60,12 +60,14 @@ fn check_email(email: &str) -> Result<String, AccountError> {
     }
 }
 
+/// A new account: `grant` adds paid tokens, `trial` the expiring trial grant.
 pub async fn create_user(
     repos: &Repos,
     email: &str,
     password: &str,
     is_admin: bool,
     grant: Option<Neu>,
+    trial: Option<Trial>,
 ) -> Result<User, AccountError> {
     let email = check_email(email)?;
     if password.chars().count() < 8 {
@@ -81,7 +83,7 @@ pub async fn create_user(
         banned: false,
         created_at: now_ms(),
     };
-    match repos.accounts.create_user(&user, grant).await {
+    match repos.accounts.create_user(&user, grant, trial).await {
         Ok(()) => Ok(user),
         Err(DbError::Conflict(_)) => Err(AccountError::Exists(email)),
         Err(e) => Err(e.into()),
@@ -90,7 +92,7 @@ pub async fn create_user(
 
 /// Parses `jobs:create,jobs:read`; empty means every scope.
 pub fn parse_scopes(list: Option<&str>) -> Result<Vec<Scope>, AccountError> {
-    let Some(list) = list.map(str::trim).filter(|l| !l.is_empty()) else {
+    let Some(list) = list else {
         return Ok(Scope::ALL.to_vec());
     };
     let mut scopes = Vec::new();
@@ -104,6 +106,12 @@ pub fn parse_scopes(list: Option<&str>) -> Result<Vec<Scope>, AccountError> {
         if !scopes.contains(&scope) {
             scopes.push(scope);
         }
+    }
+    if scopes.is_empty() {
+        return Err(AccountError::Invalid(format!(
+            "no scopes given; name at least one of {}, or leave the option out for all",
+            Scope::allowed()
+        )));
     }
     Ok(scopes)
 }
@@ -161,6 +169,8 @@ mod tests {
             vec![Scope::JobsRead, Scope::JobsCreate]
         );
         assert!(parse_scopes(Some("jobs:delete")).is_err());
+        assert!(parse_scopes(Some("")).is_err());
+        assert!(parse_scopes(Some(" , ")).is_err());
         assert_eq!(check_email(" A@B.io ").unwrap(), "a@b.io");
         assert!(check_email("nope").is_err());
         let raw = new_raw_key();

@@ -2,6 +2,12 @@
 //! variables → command-line flags (applied by the CLI). Every field has an environment
 //! variable named after it: `max_upload_bytes` ↔ `CONVERTRILO_MAX_UPLOAD_BYTES`.
 
+use convertrilo_core::{
+    pricing::{neu_decimal, PricingTable},
+    time::now_ms,
+    Neu,
+};
+use convertrilo_db::Trial;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -46,6 +52,15 @@ pub struct Config {
     pub login_rate_limit_per_minute: u32,
     /// Largest JSON request body.
     pub json_body_limit_bytes: usize,
+    /// Per-minute prices: base by resolution × codec × fps band × preset × passes × optimize.
+    pub pricing: PricingTable,
+    /// Tokens every new account starts with; spent before paid tokens, until they expire.
+    #[serde(deserialize_with = "neu_decimal")]
+    pub trial_grant_neu: Neu,
+    pub trial_days: u32,
+    /// Paid tokens granted to the admin account created on first start.
+    #[serde(deserialize_with = "neu_decimal")]
+    pub bootstrap_grant_neu: Neu,
     /// Email of the admin account created on first start.
     pub bootstrap_admin_email: String,
     /// Log filter (`info`, `convertrilo=debug`, …).
@@ -76,6 +91,10 @@ impl Default for Config {
             rate_limit_per_minute: 100,
             login_rate_limit_per_minute: 10,
             json_body_limit_bytes: 1024 * 1024,
+            pricing: PricingTable::default(),
+            trial_grant_neu: Neu::from_whole(10),
+            trial_days: 14,
+            bootstrap_grant_neu: Neu::from_whole(1000),
             bootstrap_admin_email: "admin@localhost".into(),
             log: "info".into(),
         }
@@ -91,6 +110,8 @@ pub enum ConfigError {
     },
     #[error("config file {path}: {message}")]
     File { path: PathBuf, message: String },
+    #[error("[pricing]: {message}")]
+    Pricing { message: String },
     #[error("environment variable {var}: {message}")]
     Env { var: String, message: String },
 }
@@ -135,10 +156,16 @@ impl Config {
                 })?;
             }
         }
-        Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Env {
-            var: "CONVERTRILO_*".into(),
-            message: e.to_string(),
-        })
+        let config =
+            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Env {
+                var: "CONVERTRILO_*".into(),
+                message: e.to_string(),
+            })?;
+        config
+            .pricing
+            .validate()
+            .map_err(|message| ConfigError::Pricing { message })?;
+        Ok(config)
     }
 
     fn field_names() -> Vec<String> {
@@ -153,6 +180,14 @@ impl Config {
         toml::Table::try_from(filled)
             .map(|t| t.keys().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// The trial a new account gets now, if any.
+    pub fn trial(&self) -> Option<Trial> {
+        (self.trial_grant_neu > Neu::ZERO).then(|| Trial {
+            amount: self.trial_grant_neu,
+            expires_at: now_ms() + self.trial_days as i64 * 86_400_000,
+        })
     }
 
     pub fn database_url(&self) -> String {

@@ -8,14 +8,14 @@ use crate::{
 use axum::http::StatusCode;
 use convertrilo_core::{
     filename,
-    neu::{per_minute_price, total_price},
+    neu::total_price,
     request::{JobCreate, SourceRequest},
     spec::Optimize,
     time::now_ms,
-    EncodeSpec, ErrorCode, JobId, JobStatus, UserId,
+    EncodeSpec, ErrorCode, JobId, JobStatus, Neu, UserId,
 };
-use convertrilo_db::{EstimateUpdate, Ingest, Job};
-use convertrilo_media::{choose_encoder, probe, MediaError, MediaInfo};
+use convertrilo_db::{Enqueued, EstimateUpdate, Ingest, Job, Reservation};
+use convertrilo_media::{choose_encoder, probe, MediaError, MediaInfo, ProcessError};
 use std::time::Duration;
 
 /// Checks that the spec can be served by this server, with a message that says what to change.
@@ -89,7 +89,16 @@ pub async fn create(state: &AppState, owner: UserId, req: JobCreate) -> AppResul
     };
     state.repos.jobs.insert_job(&job).await?;
     if req.confirm && ingest == Ingest::Url {
-        return confirm(state, job, None).await;
+        // Probe, price and queue before answering; if any of it fails the job is removed, so
+        // the client never holds an error for a job it cannot see.
+        let queued = match estimate(state, &job, &job.spec).await {
+            Ok(update) => enqueue(state, &job, update).await,
+            Err(e) => Err(e),
+        };
+        if queued.is_err() {
+            state.repos.jobs.delete_created(job.id).await?;
+        }
+        return queued;
     }
     Ok(job)
 }
@@ -125,12 +134,17 @@ pub async fn probe_input(state: &AppState, job: &Job) -> AppResult<MediaInfo> {
                 ErrorCode::ProbeFailed,
                 msg,
             ),
-            other if other.is_input_fault() => AppError::new(
+            // A missing ffprobe or a missing stored object is ours to fix.
+            MediaError::Process(ProcessError::Spawn { .. }) | MediaError::Io(_) => {
+                AppError::internal(e)
+            }
+            // Anything else went wrong reading the source (unreachable or hanging host, an
+            // unreadable file): the client can act on it.
+            other => AppError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 ErrorCode::ProbeFailed,
-                other.user_message(),
+                format!("could not read the source: {}", other.user_message()),
             ),
-            other => AppError::internal(other),
         })
 }
 
@@ -144,7 +158,7 @@ pub async fn estimate(state: &AppState, job: &Job, spec: &EncodeSpec) -> AppResu
             (d, serde_json::to_value(&info).map_err(AppError::internal)?)
         }
     };
-    let per_minute = per_minute_price(spec);
+    let per_minute = state.config.pricing.per_minute(spec);
     Ok(EstimateUpdate {
         spec: spec.clone(),
         output_filename: filename::output_name(job.source_filename.as_deref(), spec),
@@ -153,6 +167,25 @@ pub async fn estimate(state: &AppState, job: &Job, spec: &EncodeSpec) -> AppResu
         per_minute: Some(per_minute),
         estimate: Some(total_price(per_minute, duration)),
     })
+}
+
+/// Reserves the job's estimate (topping up what it already holds), as approve does.
+pub async fn reserve_estimate(state: &AppState, job: &Job, estimate: Neu) -> AppResult<Neu> {
+    match state
+        .repos
+        .ledger
+        .reserve_for_job(job.user_id, job.id, estimate)
+        .await?
+    {
+        Reservation::Reserved { held, .. } => Ok(held),
+        Reservation::Insufficient {
+            required,
+            available,
+        } => Err(AppError::insufficient_tokens(required, available)),
+        Reservation::Finished(status) => Err(AppError::bad_request(format!(
+            "the job is {status}; nothing can be reserved for it"
+        ))),
+    }
 }
 
 /// Queues a `created` job. A failed probe does not stop it: the worker probes again and
@@ -179,13 +212,27 @@ pub async fn confirm(state: &AppState, job: Job, spec: Option<EncodeSpec>) -> Ap
         }
         Err(e) => return Err(e),
     };
-    match state.repos.jobs.enqueue(job.id, Some(&update), 0).await? {
-        Some(queued) => {
+    enqueue(state, &job, update).await
+}
+
+/// `created` → `queued` with the estimate reserved, waking a worker.
+async fn enqueue(state: &AppState, job: &Job, update: EstimateUpdate) -> AppResult<Job> {
+    match state
+        .repos
+        .jobs
+        .enqueue(job.id, Some(&update), 0, update.estimate)
+        .await?
+    {
+        Enqueued::Queued(queued) => {
             state.queue_wake.notify_one();
             Ok(queued)
         }
+        Enqueued::Insufficient {
+            required,
+            available,
+        } => Err(AppError::insufficient_tokens(required, available)),
         // Lost a race with another confirm or a cancel: report the job as it is now.
-        None => state
+        Enqueued::NotCreated => state
             .repos
             .jobs
             .job(job.id, None)

@@ -67,6 +67,7 @@ impl Application {
             anyhow::anyhow!("{e}\nffmpeg and ffprobe are required: run scripts/setup, or set CONVERTRILO_FFMPEG and CONVERTRILO_FFPROBE")
         })?;
 
+        tracing::info!("media toolchain: {}", caps.summary());
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -212,7 +213,17 @@ async fn bootstrap(state: &AppState) -> anyhow::Result<Option<BootstrapCredentia
         .take(20)
         .map(char::from)
         .collect();
-    match accounts::create_user(&state.repos, &email, &password, true, None).await {
+    let grant = Some(state.config.bootstrap_grant_neu);
+    match accounts::create_user(
+        &state.repos,
+        &email,
+        &password,
+        true,
+        grant,
+        state.config.trial(),
+    )
+    .await
+    {
         Ok(_) => {}
         // Another process bootstrapped at the same moment; it prints the credentials.
         Err(accounts::AccountError::Exists(_)) => return Ok(None),

@@ -5,7 +5,10 @@ CREATE TABLE users (
     password_hash TEXT NOT NULL,
     is_admin      INTEGER NOT NULL DEFAULT 0,
     banned        INTEGER NOT NULL DEFAULT 0,
-    created_at    INTEGER NOT NULL
+    created_at    INTEGER NOT NULL,
+    -- Bumped by every ledger transaction as its first write: that takes the write lock before
+    -- the balance is read (and is the per-account row lock on backends with row locks).
+    ledger_seq    INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE TABLE api_keys (
@@ -21,16 +24,29 @@ CREATE TABLE api_keys (
 );
 CREATE INDEX api_keys_user ON api_keys(user_id);
 
--- Append-only journal of token moves; balances are sums over it.
+-- Append-only journal of token moves; balances are sums over it (see crates/db/src/ledger.rs).
+-- job_id has no foreign key: the journal must outlive the jobs it mentions.
 CREATE TABLE ledger_entries (
     id         TEXT PRIMARY KEY,
     user_id    TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE,
     job_id     TEXT,
-    kind       TEXT NOT NULL,
-    amount     INTEGER NOT NULL,
-    created_at INTEGER NOT NULL
+    kind       TEXT NOT NULL CHECK (kind IN ('grant', 'reserve', 'release', 'deduct', 'expire')),
+    bucket     TEXT NOT NULL CHECK (bucket IN ('trial', 'paid')),
+    amount     INTEGER NOT NULL CHECK (amount > 0),
+    -- Trial grants only, and always on them.
+    expires_at INTEGER CHECK ((expires_at IS NOT NULL) = (kind = 'grant' AND bucket = 'trial')),
+    created_at INTEGER NOT NULL,
+    CHECK (job_id IS NOT NULL OR kind NOT IN ('reserve', 'release', 'deduct'))
 );
-CREATE INDEX ledger_entries_user ON ledger_entries(user_id);
+CREATE INDEX ledger_entries_user ON ledger_entries(user_id, bucket, kind);
+CREATE INDEX ledger_entries_job ON ledger_entries(job_id) WHERE job_id IS NOT NULL;
+-- One trial per account, so "the trial" and its expiry are unambiguous.
+CREATE UNIQUE INDEX ledger_entries_one_trial ON ledger_entries(user_id)
+    WHERE kind = 'grant' AND bucket = 'trial';
+CREATE TRIGGER ledger_entries_append_only BEFORE UPDATE ON ledger_entries
+BEGIN
+    SELECT RAISE(ABORT, 'ledger_entries is append-only');
+END;
 
 CREATE TABLE jobs (
     id                TEXT PRIMARY KEY,

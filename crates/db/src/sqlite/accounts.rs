@@ -1,14 +1,19 @@
-//! Accounts, API keys, the token journal and settings on SQLite.
+//! Accounts, API keys and settings on SQLite (the token journal is in `ledger`).
 
-use super::{rows, SqliteRepo};
-use crate::{model::*, AccountRepo, DbError, DbResult};
+use super::{ledger, rows, SqliteRepo};
+use crate::{model::*, AccountRepo, DbError, DbResult, Trial};
 use async_trait::async_trait;
-use convertrilo_core::{time::now_ms, Neu, UserId};
+use convertrilo_core::{Neu, UserId};
 use sqlx::Row;
 
 #[async_trait]
 impl AccountRepo for SqliteRepo {
-    async fn create_user(&self, user: &User, grant: Option<Neu>) -> DbResult<()> {
+    async fn create_user(
+        &self,
+        user: &User,
+        grant: Option<Neu>,
+        trial: Option<Trial>,
+    ) -> DbResult<()> {
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO users (id, email, password_hash, is_admin, banned, created_at) VALUES (?, ?, ?, ?, ?, ?)
@@ -28,15 +33,7 @@ impl AccountRepo for SqliteRepo {
                 user.email
             )));
         }
-        if let Some(amount) = grant.filter(|g| g.millis() > 0) {
-            sqlx::query("INSERT INTO ledger_entries (id, user_id, job_id, kind, amount, created_at) VALUES (?, ?, NULL, 'grant', ?, ?)")
-                .bind(uuid::Uuid::now_v7().to_string())
-                .bind(user.id.to_string())
-                .bind(amount.millis())
-                .bind(now_ms())
-                .execute(&mut *tx)
-                .await?;
-        }
+        ledger::open_account(&mut tx, user.id, grant, trial).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -93,17 +90,6 @@ impl AccountRepo for SqliteRepo {
         };
         let key = rows::api_key(&row)?;
         Ok(self.user(key.user_id).await?.map(|u| (key, u)))
-    }
-
-    async fn ledger_total(&self, user: UserId, kind: &str) -> DbResult<Neu> {
-        let total: Option<i64> =
-            sqlx::query("SELECT SUM(amount) FROM ledger_entries WHERE user_id = ? AND kind = ?")
-                .bind(user.to_string())
-                .bind(kind)
-                .fetch_one(&self.pool)
-                .await?
-                .try_get(0)?;
-        Ok(Neu::from_millis(total.unwrap_or(0)))
     }
 
     async fn setting_or_insert(&self, key: &str, value: &str) -> DbResult<String> {

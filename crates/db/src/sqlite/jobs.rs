@@ -1,12 +1,13 @@
 //! Jobs and the queue on SQLite. Every state change that touches both the job and its queue
 //! row happens in one transaction whose first statement writes, so SQLite takes the write lock
 //! up front (a deferred read-then-write transaction could fail with SQLITE_BUSY instead of
-//! waiting).
+//! waiting). Token moves that belong to a state change (reserve on enqueue, settle on finish,
+//! release on cancel or give-up) are made through a ledger `Book` inside that transaction.
 
-use super::{ms, rows, SqliteRepo};
-use crate::{model::*, DbResult, JobRepo};
+use super::{ledger::Book, ms, rows, SqliteRepo};
+use crate::{model::*, DbResult, JobRepo, Reservation};
 use async_trait::async_trait;
-use convertrilo_core::{time::now_ms, JobId, JobStatus, UserId, WireEnum};
+use convertrilo_core::{time::now_ms, JobId, JobStatus, Neu, UserId, WireEnum};
 use sqlx::Row;
 use std::time::Duration;
 
@@ -68,15 +69,41 @@ impl JobRepo for SqliteRepo {
         row.as_ref().map(rows::job).transpose()
     }
 
-    async fn mark_uploaded(&self, id: JobId, size: u64) -> DbResult<bool> {
-        let r = sqlx::query(
-            "UPDATE jobs SET input_size = ?, updated_at = ? WHERE id = ? AND status = 'created'",
+    async fn mark_uploaded(&self, id: JobId, key: &str, size: u64) -> DbResult<Option<String>> {
+        let mut tx = self.pool.begin().await?;
+        // A no-op write first takes the lock, so the key read below is the one replaced.
+        let held =
+            sqlx::query("UPDATE jobs SET updated_at = ? WHERE id = ? AND status = 'created'")
+                .bind(now_ms())
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        if held.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let previous: String = sqlx::query("SELECT input_key FROM jobs WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        sqlx::query(
+            "UPDATE jobs SET input_key = ?, input_size = ?, media_info = NULL, duration_sec = NULL,
+               per_minute = NULL, estimate = NULL WHERE id = ?",
         )
+        .bind(key)
         .bind(size as i64)
-        .bind(now_ms())
         .bind(id.to_string())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
+        Ok(Some(previous))
+    }
+
+    async fn delete_created(&self, id: JobId) -> DbResult<bool> {
+        let r = sqlx::query("DELETE FROM jobs WHERE id = ? AND status = 'created'")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -104,17 +131,33 @@ impl JobRepo for SqliteRepo {
         id: JobId,
         u: Option<&EstimateUpdate>,
         priority: i32,
-    ) -> DbResult<Option<Job>> {
+        reserve: Option<Neu>,
+    ) -> DbResult<Enqueued> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let moved = sqlx::query("UPDATE jobs SET status = 'queued', queued_at = ?, updated_at = ? WHERE id = ? AND status = 'created'")
+        let moved = sqlx::query("UPDATE jobs SET status = 'queued', queued_at = ?, updated_at = ? WHERE id = ? AND status = 'created' RETURNING user_id")
             .bind(now)
             .bind(now)
             .bind(id.to_string())
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
-        if moved.rows_affected() == 0 {
-            return Ok(None);
+        let Some(moved) = moved else {
+            return Ok(Enqueued::NotCreated);
+        };
+        if let Some(amount) = reserve {
+            let owner = rows::parse_id(moved.try_get::<&str, _>("user_id")?)?;
+            let mut book = Book::open(&mut tx, owner, now).await?;
+            if let Reservation::Insufficient {
+                required,
+                available,
+            } = book.reserve(&mut tx, id, amount).await?
+            {
+                // Dropping the transaction rolls back the status change too.
+                return Ok(Enqueued::Insufficient {
+                    required,
+                    available,
+                });
+            }
         }
         if let Some(u) = u {
             sqlx::query(
@@ -143,7 +186,7 @@ impl JobRepo for SqliteRepo {
             .await?;
         let job = rows::job(&row)?;
         tx.commit().await?;
-        Ok(Some(job))
+        Ok(Enqueued::Queued(job))
     }
 
     async fn cancel(&self, id: JobId, owner: UserId) -> DbResult<Option<JobStatus>> {
@@ -171,6 +214,10 @@ impl JobRepo for SqliteRepo {
             return Ok(None);
         };
         let status = if canceled.is_some() {
+            Book::open(&mut tx, owner, now)
+                .await?
+                .release(&mut tx, id, None)
+                .await?;
             // The queue row, if any, tells whether it was waiting or running.
             let q = sqlx::query(
                 "DELETE FROM queue WHERE job_id = ? RETURNING lease_owner, lease_until",
@@ -232,16 +279,22 @@ impl JobRepo for SqliteRepo {
                     .bind(&job_id)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query(
+                let failed = sqlx::query(
                     "UPDATE jobs SET status = 'failed', failure_message = ?, finished_at = ?, updated_at = ?
-                     WHERE id = ? AND status IN ('queued', 'running')",
+                     WHERE id = ? AND status IN ('queued', 'running') RETURNING user_id",
                 )
                 .bind(msg)
                 .bind(now)
                 .bind(now)
                 .bind(&job_id)
-                .execute(&mut *tx)
+                .fetch_optional(&mut *tx)
                 .await?;
+                if let Some(failed) = failed {
+                    let owner = rows::parse_id(failed.try_get::<&str, _>("user_id")?)?;
+                    let mut book = Book::open(&mut tx, owner, now).await?;
+                    book.release(&mut tx, rows::parse_id(&job_id)?, None)
+                        .await?;
+                }
                 tx.commit().await?;
                 continue;
             }
@@ -317,36 +370,47 @@ impl JobRepo for SqliteRepo {
         if held.rows_affected() == 0 {
             return Ok(false);
         }
-        let r = match outcome {
-            Outcome::Success { output_size, duration_sec } => {
-                sqlx::query(
+        let (finished, cost) = match outcome {
+            Outcome::Success {
+                output_size,
+                duration_sec,
+                cost,
+            } => {
+                let row = sqlx::query(
                     "UPDATE jobs SET status = 'success', pct = 100, output_size = ?,
                        output_duration_sec = ?, finished_at = ?, updated_at = ?
-                     WHERE id = ? AND status = 'running'",
+                     WHERE id = ? AND status = 'running' RETURNING user_id",
                 )
                 .bind(output_size)
                 .bind(duration_sec)
                 .bind(now)
                 .bind(now)
                 .bind(id.to_string())
-                .execute(&mut *tx)
-                .await?
+                .fetch_optional(&mut *tx)
+                .await?;
+                (row, *cost)
             }
             Outcome::Failed { message } => {
-                sqlx::query(
+                let row = sqlx::query(
                     "UPDATE jobs SET status = 'failed', failure_message = ?, finished_at = ?, updated_at = ?
-                     WHERE id = ? AND status = 'running'",
+                     WHERE id = ? AND status = 'running' RETURNING user_id",
                 )
                 .bind(message)
                 .bind(now)
                 .bind(now)
                 .bind(id.to_string())
-                .execute(&mut *tx)
-                .await?
+                .fetch_optional(&mut *tx)
+                .await?;
+                (row, Neu::ZERO)
             }
         };
+        if let Some(row) = &finished {
+            let owner = rows::parse_id(row.try_get::<&str, _>("user_id")?)?;
+            let mut book = Book::open(&mut tx, owner, now).await?;
+            book.settle(&mut tx, id, cost).await?;
+        }
         tx.commit().await?;
-        Ok(r.rows_affected() == 1)
+        Ok(finished.is_some())
     }
 
     async fn release(&self, id: JobId, worker: &str) -> DbResult<()> {

@@ -4,6 +4,7 @@
 mod accounts;
 mod auth;
 mod jobs;
+mod ledger;
 mod rows;
 
 use crate::DbResult;

@@ -173,6 +173,10 @@ pub struct StatusResponse {
     pub output: Option<OutputTarget>,
     /// Signed, expiring link to the encoded file; present on success.
     pub download_url: Option<String>,
+    /// A fresh signed upload link, while an upload job still waits for (or may replace) its
+    /// source.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload_url: Option<String>,
     pub encoder: Option<String>,
     /// Percent done, 0–100.
     pub pct: Option<f64>,
@@ -186,6 +190,12 @@ pub struct StatusResponse {
     pub output_size_bytes: Option<i64>,
     #[schema(value_type = Option<f64>)]
     pub estimated_neu: Option<Neu>,
+    /// Tokens held for this job until it finishes.
+    #[schema(value_type = f64)]
+    pub reserved_neu: Neu,
+    /// Tokens charged: the price of the encoded duration, on success.
+    #[schema(value_type = f64)]
+    pub charged_neu: Neu,
 }
 
 impl OutputTarget {
@@ -198,7 +208,8 @@ impl OutputTarget {
 }
 
 impl StatusResponse {
-    pub fn of(state: &AppState, job: &Job) -> Self {
+    /// `reserved` and `charged` are the job's ledger totals.
+    pub fn of(state: &AppState, job: &Job, reserved: Neu, charged: Neu) -> Self {
         let download_url = (job.status == JobStatus::Success).then(|| {
             let expires =
                 convertrilo_core::time::now_ms() / 1000 + state.config.download_url_ttl_secs as i64;
@@ -206,6 +217,15 @@ impl StatusResponse {
                 .signer
                 .download_url(&job.output_key, expires, &job.output_filename)
         });
+        let upload_url = (job.status == JobStatus::Created
+            && job.ingest == convertrilo_db::Ingest::Upload)
+            .then(|| {
+                let expires = convertrilo_core::time::now_ms() / 1000
+                    + state.config.upload_url_ttl_secs as i64;
+                state
+                    .signer
+                    .upload_url(&format!("inputs/{}/source", job.id), expires)
+            });
         Self {
             id: job.id.to_string(),
             external_id: job.external_id.clone(),
@@ -216,6 +236,7 @@ impl StatusResponse {
             ingest: Some(job.ingest.as_str().to_string()),
             output: Some(OutputTarget::of(state, job)),
             download_url,
+            upload_url,
             encoder: job.encoder.clone(),
             pct: job.pct.map(|p| (p * 10.0).round() / 10.0),
             created_at: rfc3339(job.created_at),
@@ -225,17 +246,21 @@ impl StatusResponse {
             duration_sec: job.duration_sec,
             output_size_bytes: job.output_size,
             estimated_neu: job.estimate,
+            reserved_neu: reserved,
+            charged_neu: charged,
         }
     }
 }
 
 impl JobCreateResponse {
-    pub fn of(state: &AppState, job: &Job) -> Self {
+    pub fn of(state: &AppState, job: &Job, reserved: Neu) -> Self {
         let upload = (job.status == JobStatus::Created && job.source_url.is_none()).then(|| {
             let expires =
                 convertrilo_core::time::now_ms() / 1000 + state.config.upload_url_ttl_secs as i64;
             UploadTarget {
-                url: state.signer.upload_url(&job.input_key, expires),
+                url: state
+                    .signer
+                    .upload_url(&format!("inputs/{}/source", job.id), expires),
                 key: job.input_key.clone(),
             }
         });
@@ -251,7 +276,7 @@ impl JobCreateResponse {
             estimate: job.estimate.map(|e| CreateEstimate {
                 neu: e,
                 total_neu: e,
-                reserved: Neu::ZERO,
+                reserved,
             }),
         }
     }

@@ -96,6 +96,17 @@ impl AppError {
             )
         }
     }
+    pub fn insufficient_tokens(required: Neu, available: Neu) -> Self {
+        Self {
+            required: Some(required),
+            available: Some(available),
+            ..Self::new(
+                StatusCode::PAYMENT_REQUIRED,
+                ErrorCode::InsufficientTokens,
+                format!("this needs {required} more NEU but the account has {available} NEU available; add tokens or choose a cheaper encode"),
+            )
+        }
+    }
     pub fn rate_limited(d: crate::ratelimit::Decision) -> Self {
         Self::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -133,7 +144,12 @@ impl IntoResponse for AppError {
 
 impl From<convertrilo_db::DbError> for AppError {
     fn from(e: convertrilo_db::DbError) -> Self {
-        AppError::internal(e)
+        use convertrilo_db::DbError as D;
+        match e {
+            D::NotFound(what) => AppError::not_found(format!("no such {what}")),
+            D::Invalid(message) => AppError::bad_request(message),
+            other => AppError::internal(other),
+        }
     }
 }
 

@@ -43,7 +43,13 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             return Ok(JsonBody(Value::Object(Default::default())));
         }
         if let Some(ct) = content_type {
-            if !ct.starts_with("application/json") && !ct.contains("+json") {
+            let essence = ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
+            if essence != "application/json" && !essence.ends_with("+json") {
                 return Err(AppError::invalid_body(vec![Issue {
                     path: String::new(),
                     message: format!(
@@ -55,11 +61,8 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
         serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
             AppError::invalid_body(vec![Issue {
                 path: String::new(),
-                message: format!(
-                    "malformed JSON at line {} column {}: {e}",
-                    e.line(),
-                    e.column()
-                ),
+                // serde_json's message already names the line and column.
+                message: format!("malformed JSON: {e}"),
             }])
         })
     }

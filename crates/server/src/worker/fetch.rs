@@ -1,6 +1,12 @@
 //! Downloads a URL source to a local file, streaming, with a size cap and timeouts.
 
 use futures::StreamExt;
+use std::time::{Duration, Instant};
+
+/// Downloads get this long before their average rate is judged.
+const RATE_GRACE: Duration = Duration::from_secs(60);
+/// The slowest average a source may keep up after the grace period.
+const MIN_BYTES_PER_SEC: u64 = 16 * 1024;
 use std::path::Path;
 use tokio::io::AsyncWriteExt;
 
@@ -11,6 +17,8 @@ pub enum FetchError {
     Http(String),
     #[error("the source is larger than this server's limit of {0} bytes")]
     TooLarge(u64),
+    #[error("the source host sends too slowly (under 16 KiB/s on average; {0} bytes received); try a faster host")]
+    TooSlow(u64),
     #[error("could not store the downloaded source: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -45,11 +53,24 @@ pub async fn download(
     let mut file = tokio::fs::File::create(dest).await?;
     let mut written = 0u64;
     let mut body = response.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| FetchError::Http(describe(&e)))?;
+    let started = Instant::now();
+    loop {
+        // The client's read timeout only bounds each read: a host that trickles a byte now and
+        // then would hold the worker for ever, so the average rate must keep up too.
+        let chunk = match tokio::time::timeout(RATE_GRACE, body.next()).await {
+            Ok(Some(chunk)) => chunk.map_err(|e| FetchError::Http(describe(&e)))?,
+            Ok(None) => break,
+            Err(_) => return Err(FetchError::TooSlow(written)),
+        };
         written += chunk.len() as u64;
         if written > limit {
             return Err(FetchError::TooLarge(limit));
+        }
+        let elapsed = started.elapsed();
+        if elapsed > RATE_GRACE
+            && (written as f64 / elapsed.as_secs_f64()) < MIN_BYTES_PER_SEC as f64
+        {
+            return Err(FetchError::TooSlow(written));
         }
         file.write_all(&chunk).await?;
     }

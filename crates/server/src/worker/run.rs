@@ -259,5 +259,9 @@ async fn execute(
     Ok(Outcome::Success {
         output_size: size as i64,
         duration_sec: report.output_duration_sec,
+        // The output's price; `finish` charges it up to what the job has reserved.
+        cost: job.per_minute.map_or(convertrilo_core::Neu::ZERO, |pm| {
+            convertrilo_core::neu::total_price(pm, report.output_duration_sec.unwrap_or(duration))
+        }),
     })
 }

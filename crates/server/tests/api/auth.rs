@@ -25,7 +25,7 @@ async fn login(app: &TestApp, email: &str, password: &str) -> (u16, Value) {
 async fn password_sessions_and_key_management() {
     let app = spawn_app().await;
     let repos = &app.app_state.repos;
-    accounts::create_user(repos, "dev@example.com", "correct horse", false, None)
+    accounts::create_user(repos, "dev@example.com", "correct horse", false, None, None)
         .await
         .unwrap();
 
@@ -167,7 +167,7 @@ async fn password_sessions_and_key_management() {
 async fn banned_accounts_and_expired_keys() {
     let app = spawn_app().await;
     let repos = &app.app_state.repos;
-    let user = accounts::create_user(repos, "b@example.com", "password123", false, None)
+    let user = accounts::create_user(repos, "b@example.com", "password123", false, None, None)
         .await
         .unwrap();
     let (_, key) = accounts::create_api_key(repos, "b@example.com", "k", Scope::ALL.to_vec(), None)
@@ -307,6 +307,7 @@ async fn rate_and_body_limits() {
         "o@example.com",
         "password123",
         false,
+        None,
         None,
     )
     .await

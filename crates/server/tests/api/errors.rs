@@ -136,6 +136,7 @@ async fn keys_scopes_and_tenants() {
         "password123",
         false,
         None,
+        None,
     )
     .await
     .unwrap();
@@ -254,5 +255,150 @@ async fn files_that_are_not_video_fail_with_a_reason() {
     assert_error(code, &body, 400, "invalid_request");
     assert!(body["message"].as_str().unwrap().contains("upload"));
     assert_eq!(app.status(id).await["status"], "created");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unreadable_sources_are_client_errors_and_leave_nothing_behind() {
+    let app = spawn_app().await;
+    // A port nobody listens on (bound, then released).
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("http://{dead}/clip.mp4");
+    let mut spec = job_spec("h264", "480p", 30, "mp4");
+    spec["sourceUrl"] = json!(url);
+    spec["confirm"] = json!(true);
+    let (code, body) = app.post("/jobs", spec.clone()).await;
+    assert_error(code, &body, 422, "probe_failed");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("could not read the source"),
+        "{body}"
+    );
+    assert!(body.get("jobId").is_none());
+
+    // Without confirm the job exists; probing it is a 422, confirming queues it and the
+    // worker fails it with the reason.
+    spec["confirm"] = json!(false);
+    let (code, created) = app.post("/jobs", spec).await;
+    assert_eq!(code, 200, "{created}");
+    let id = created["jobId"].as_str().unwrap();
+    let (code, body) = app.get(&format!("/jobs/{id}/probe-duration")).await;
+    assert_error(code, &body, 422, "probe_failed");
+    let (code, _) = app.post_empty(&format!("/jobs/{id}/confirm")).await;
+    assert_eq!(code, 200);
+    let done = app.wait_terminal(id, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "failed");
+    assert!(
+        done["failureMessage"]
+            .as_str()
+            .unwrap()
+            .contains("could not download the source"),
+        "{done}"
+    );
+
+    // A playlist that names a file on the server is not read.
+    let dir = tempfile::tempdir().unwrap();
+    let playlist = dir.path().join("evil.mp4");
+    let secret = real_clip("bikes.mp4");
+    std::fs::write(
+        &playlist,
+        format!(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\nfile://{}\n#EXT-X-ENDLIST\n",
+            secret.display()
+        ),
+    )
+    .unwrap();
+    let id = app
+        .upload_job(&playlist, job_spec("h264", "480p", 30, "mp4"))
+        .await;
+    let (code, body) = app.get(&format!("/jobs/{id}/probe-duration")).await;
+    assert_error(code, &body, 422, "probe_failed");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn reuploads_replace_the_source_cleanly() {
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    let small = dir.path().join("small.mp4");
+    make_clip(
+        &small,
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=s=240x426:r=25:d=2",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ],
+    );
+    let (_, created) = app.post("/jobs", job_spec("h264", "720p", 30, "mp4")).await;
+    let id = created["jobId"].as_str().unwrap().to_string();
+    let upload = created["upload"]["url"].as_str().unwrap().to_string();
+    let put = |bytes: Vec<u8>| app.client.put(&upload).body(bytes).send();
+    assert_eq!(
+        put(std::fs::read(&small).unwrap())
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    let (_, first) = app.get(&format!("/jobs/{id}/probe-duration")).await;
+    assert!(
+        (first["durationSec"].as_f64().unwrap() - 2.0).abs() < 0.1,
+        "{first}"
+    );
+
+    // An empty re-upload is refused and the first file stays.
+    let r = put(Vec::new()).await.unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    let (code, again) = app.get(&format!("/jobs/{id}/probe-duration")).await;
+    assert_eq!((code, &again["durationSec"]), (200, &first["durationSec"]));
+
+    // A real re-upload replaces it, and the old probe with it.
+    assert_eq!(
+        put(std::fs::read(real_clip("bigbuckbunny.mp4")).unwrap())
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    let (_, second) = app.get(&format!("/jobs/{id}/probe-duration")).await;
+    assert!(
+        (second["durationSec"].as_f64().unwrap() - 5.31).abs() < 0.05,
+        "{second}"
+    );
+    let (code, _) = app.post_empty(&format!("/jobs/{id}/confirm")).await;
+    assert_eq!(code, 200);
+    let done = app.wait_terminal(&id, Duration::from_secs(120)).await;
+    let info = probe(&app.download(&done).await);
+    let v = stream(&info, "video").unwrap();
+    assert_eq!(
+        (v["width"].as_i64(), v["height"].as_i64()),
+        (Some(1280), Some(720))
+    );
+    assert!(
+        stream(&info, "audio").is_some(),
+        "the second upload's audio is encoded"
+    );
+    // Once queued, the job takes no more uploads.
+    assert_eq!(
+        put(std::fs::read(&small).unwrap())
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        400
+    );
+    assert!(app.status(&id).await["uploadUrl"].is_null());
     app.stop().await;
 }

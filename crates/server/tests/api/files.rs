@@ -114,6 +114,32 @@ async fn downloads_support_range_and_name_the_file() {
     );
     assert_eq!(&part.bytes().await.unwrap()[..], &bytes[10..20]);
 
+    // Ranges that cannot be served as one part are ignored; a start past the end is a 416.
+    for ignored in ["bytes=-99999999", "bytes=abc", "items=0-1", "bytes=0-1,5-6"] {
+        let r = app
+            .client
+            .get(url)
+            .header("Range", ignored)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{ignored}");
+        assert_eq!(r.bytes().await.unwrap().len(), len, "{ignored}");
+    }
+    let r = app
+        .client
+        .get(url)
+        .header("Range", format!("bytes={len}-"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 416);
+    assert_eq!(
+        r.headers()["content-range"],
+        format!("bytes */{len}").as_str()
+    );
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "invalid_request");
+
     let head = app.client.head(url).send().await.unwrap();
     assert_eq!(head.status().as_u16(), 200);
 

@@ -87,6 +87,10 @@ async fn generated_spec_matches_the_contract() {
         ("/api-keys", "get"),
         ("/api-keys", "post"),
         ("/api-keys/{id}", "delete"),
+        ("/tokens/balance", "get"),
+        ("/tokens/reserve", "post"),
+        ("/tokens/release", "post"),
+        ("/tokens/deduct", "post"),
     ];
     for (path, method) in implemented {
         assert!(
@@ -139,6 +143,9 @@ async fn generated_spec_matches_the_contract() {
         ("ApiKeyCreateRequest", "ApiKeyCreateRequest"),
         ("ApiKeyResponse", "ApiKeyResponse"),
         ("ApiKeyListResponse", "ApiKeyListResponse"),
+        ("TokenBalanceResponse", "TokenBalanceResponse"),
+        ("TokenReserveRequest", "TokenReserveRequest"),
+        ("TokenReserveRequest", "TokenDeductRequest"),
     ] {
         let (o, t) = (schema(&ours, our_name), schema(&theirs, their_name));
         for (field, their_field) in t["properties"].as_object().unwrap() {

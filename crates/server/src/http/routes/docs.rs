@@ -20,6 +20,10 @@ use utoipa::{
         super::api_keys::list_keys,
         super::api_keys::create_key,
         super::api_keys::revoke_key,
+        super::tokens::balance,
+        super::tokens::reserve,
+        super::tokens::release,
+        super::tokens::deduct,
         super::jobs::create_job,
         super::jobs::probe_duration,
         super::jobs::approve_unified,
@@ -35,7 +39,8 @@ use utoipa::{
         ConfirmResponse, CancelResponse, ProbeDurationResponse, StatusResponse, ErrorBody,
         super::files::UploadResponse, super::auth::AuthLoginRequest, super::auth::AuthLoginResponse,
         super::auth::RefreshRequest, super::api_keys::ApiKeyCreateRequest, super::api_keys::ApiKeyResponse,
-        super::api_keys::ApiKeyListResponse
+        super::api_keys::ApiKeyListResponse, super::tokens::TokenBalanceResponse, super::tokens::TokenReserveRequest,
+        super::tokens::TokenMoveResponse
     )),
     modifiers(&SecuritySchemes)
 )]

@@ -112,20 +112,25 @@ pub(crate) async fn upload(
         .into_data_stream()
         .map_err(std::io::Error::other)
         .boxed();
-    let size = state
-        .store
-        .put_stream(&job.input_key, stream, limit)
-        .await?;
+    // Every upload lands under its own key and the job switches to it only if it is still
+    // `created`: a rejected, empty or late upload never touches the bytes a job will encode.
+    let object = format!("inputs/{id}/{}", uuid::Uuid::now_v7().simple());
+    let size = state.store.put_stream(&object, stream, limit).await?;
     if size == 0 {
-        state.store.delete(&job.input_key).await?;
+        state.store.delete(&object).await?;
         return Err(AppError::bad_request(
             "the upload was empty; send the file's bytes as the request body",
         ));
     }
-    if !state.repos.jobs.mark_uploaded(id, size).await? {
+    let Some(previous) = state.repos.jobs.mark_uploaded(id, &object, size).await? else {
+        state.store.delete(&object).await?;
         return Err(AppError::bad_request(
             "the job was confirmed or canceled during the upload; the bytes were not used",
         ));
+    };
+    if previous != object {
+        // A re-upload replaces the earlier file (whose probe was forgotten with it).
+        state.store.delete(&previous).await?;
     }
     tracing::info!(job = %id, bytes = size, "upload received");
     let mut status = JobStatus::Created;
@@ -155,7 +160,7 @@ pub(crate) async fn download(
     State(state): State<AppState>,
     Path(key): Path<String>,
     Query(q): Query<HashMap<String, String>>,
-    req: Request,
+    mut req: Request,
 ) -> AppResult<Response> {
     let url = signed(key.clone(), &q)?;
     verify(&state, "GET", &url)?;
@@ -167,12 +172,30 @@ pub(crate) async fn download(
         )
     };
     let path = state.store.local_path(&key).ok_or_else(not_available)?;
-    if !tokio::fs::metadata(&path)
-        .await
-        .map(|m| m.is_file())
-        .unwrap_or(false)
-    {
-        return Err(not_available());
+    let len = match tokio::fs::metadata(&path).await {
+        Ok(m) if m.is_file() => m.len(),
+        _ => return Err(not_available()),
+    };
+    let range = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(|r| judge_range(r, len));
+    match range {
+        Some(RangeVerdict::Ignore) => drop(req.headers_mut().remove(header::RANGE)),
+        Some(RangeVerdict::Unsatisfiable) => {
+            let mut response = AppError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                ErrorCode::InvalidRequest,
+                format!("the requested range starts past the end of the file ({len} bytes)"),
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                response.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(response);
+        }
+        Some(RangeVerdict::Serve) | None => {}
     }
     let mut response = ServeFile::new(&path)
         .oneshot(req)
@@ -200,4 +223,65 @@ pub(crate) async fn download(
 fn mime_for(name: &str) -> Option<&'static str> {
     let ext = name.rsplit_once('.')?.1.to_ascii_lowercase();
     convertrilo_core::spec::Container::parse(&ext).map(|c| c.mime_type())
+}
+
+/// What to do with a `Range` header (RFC 9110 §14): one satisfiable byte range is served as
+/// 206; anything unparseable, multi-part or covering the whole file is ignored (200 with the
+/// whole file, as the RFC allows); a range starting past the end is 416.
+#[derive(Debug, PartialEq)]
+enum RangeVerdict {
+    Serve,
+    Ignore,
+    Unsatisfiable,
+}
+
+fn judge_range(header: &str, len: u64) -> RangeVerdict {
+    let Some(spec) = header.trim().strip_prefix("bytes=") else {
+        return RangeVerdict::Ignore;
+    };
+    if spec.contains(',') {
+        return RangeVerdict::Ignore;
+    }
+    let Some((start, end)) = spec.trim().split_once('-') else {
+        return RangeVerdict::Ignore;
+    };
+    let parse = |s: &str| {
+        if s.is_empty() {
+            Ok(None)
+        } else {
+            s.parse::<u64>().map(Some)
+        }
+    };
+    match (parse(start), parse(end)) {
+        (Ok(None), Ok(Some(0))) => RangeVerdict::Unsatisfiable,
+        (Ok(None), Ok(Some(n))) if n >= len => RangeVerdict::Ignore,
+        (Ok(None), Ok(Some(_))) => RangeVerdict::Serve,
+        (Ok(Some(a)), _) if a >= len => RangeVerdict::Unsatisfiable,
+        (Ok(Some(_)), Ok(None)) => RangeVerdict::Serve,
+        (Ok(Some(a)), Ok(Some(b))) if b >= a => RangeVerdict::Serve,
+        _ => RangeVerdict::Ignore,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{judge_range, RangeVerdict::*};
+
+    #[test]
+    fn ranges() {
+        for (h, want) in [
+            ("bytes=0-9", Serve),
+            ("bytes=10-", Serve),
+            ("bytes=-10", Serve),
+            ("bytes=-99999", Ignore),
+            ("bytes=abc", Ignore),
+            ("items=0-1", Ignore),
+            ("bytes=0-1,5-6", Ignore),
+            ("bytes=9-3", Ignore),
+            ("bytes=100-", Unsatisfiable),
+            ("bytes=-0", Unsatisfiable),
+        ] {
+            assert_eq!(judge_range(h, 100), want, "{h}");
+        }
+    }
 }

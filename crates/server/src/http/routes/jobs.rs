@@ -64,7 +64,8 @@ async fn create_job(
     caller.require(Scope::JobsCreate)?;
     let req = request::parse_job_create(&body).map_err(AppError::invalid_body)?;
     let job = jobs::create(&state, caller.user_id, req).await?;
-    Ok(Json(JobCreateResponse::of(&state, &job)))
+    let reserved = state.repos.ledger.job_reserved(job.id).await?;
+    Ok(Json(JobCreateResponse::of(&state, &job, reserved)))
 }
 
 /// Probe the input's duration.
@@ -110,6 +111,13 @@ async fn approve_unified(
     must_be_created(&job, "approve")?;
     jobs::check_spec(&state, &spec)?;
     let update = jobs::estimate(&state, &job, &spec).await?;
+    let estimate = update.estimate.unwrap_or(Neu::ZERO);
+    // Reserve first: when the account is short, nothing about the job changes.
+    let reserved = if estimate > Neu::ZERO {
+        jobs::reserve_estimate(&state, &job, estimate).await?
+    } else {
+        Neu::ZERO
+    };
     state.repos.jobs.save_estimate(job.id, &update).await?;
     Ok(Json(ApproveUnifiedResponse {
         ok: true,
@@ -117,7 +125,7 @@ async fn approve_unified(
             per_minute_neu: update.per_minute.unwrap_or(Neu::ZERO),
             duration_sec: update.duration_sec.unwrap_or(0.0),
             total_neu: update.estimate.unwrap_or(Neu::ZERO),
-            reserved: Neu::ZERO,
+            reserved,
         },
     }))
 }
@@ -195,5 +203,7 @@ async fn job_status(
 ) -> AppResult<Json<StatusResponse>> {
     caller.require(Scope::JobsRead)?;
     let job = owned_job(&state, &caller, id).await?;
-    Ok(Json(StatusResponse::of(&state, &job)))
+    let reserved = state.repos.ledger.job_reserved(job.id).await?;
+    let charged = state.repos.ledger.job_charged(job.id).await?;
+    Ok(Json(StatusResponse::of(&state, &job, reserved, charged)))
 }

@@ -5,3 +5,4 @@ pub mod auth;
 pub mod docs;
 pub mod files;
 pub mod jobs;
+pub mod tokens;
