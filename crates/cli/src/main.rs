@@ -57,7 +57,7 @@ enum AdminCommand {
         #[arg(long)]
         password: String,
         /// Tokens (NEU) to grant the new account, e.g. 100 or 12.5.
-        #[arg(long, value_name = "NEU")]
+        #[arg(long, value_name = "NEU", allow_hyphen_values = true)]
         grant: Option<String>,
         /// Make the account an administrator.
         #[arg(long)]
@@ -70,7 +70,7 @@ enum AdminCommand {
         #[arg(long)]
         email: String,
         /// Amount, e.g. 100 or 12.5.
-        #[arg(long, value_name = "NEU")]
+        #[arg(long, value_name = "NEU", allow_hyphen_values = true)]
         amount: String,
         #[arg(long)]
         json: bool,

@@ -269,6 +269,46 @@ async fn first_start_and_admin_commands() {
         config.contains("listen = \"127.0.0.1:8080\"") && config.contains("max_upload_bytes"),
         "{config}"
     );
+    assert!(
+        config.contains("[pricing.codec]")
+            && config.contains("h265 = 1.5")
+            && config.contains("trial_grant_neu"),
+        "{config}"
+    );
+
+    // Admin grants land in the account's balance.
+    let (ok, out, err) = admin(
+        &data,
+        &[
+            "grant",
+            "--email",
+            "dev@example.com",
+            "--amount",
+            "7.25",
+            "--json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let granted: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        granted["available"].as_f64(),
+        Some(12.5 + 7.25 + 10.0),
+        "paid grants plus the trial: {granted}"
+    );
+    let (ok, _, err) = admin(
+        &data,
+        &["grant", "--email", "dev@example.com", "--amount", "-3"],
+    );
+    assert!(!ok && err.contains("positive amount"), "{err}");
+    let (ok, _, err) = admin(
+        &dir.path().join("typo"),
+        &["ban", "--email", "dev@example.com"],
+    );
+    assert!(!ok && err.contains("no Convertrilo database"), "{err}");
+    assert!(
+        !dir.path().join("typo").exists(),
+        "a wrong --data-dir creates nothing"
+    );
 }
 
 #[tokio::test]

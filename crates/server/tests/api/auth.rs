@@ -241,6 +241,10 @@ async fn every_endpoint_enforces_its_scope() {
         ("POST", format!("/jobs/{id}/confirm"), Scope::JobsCreate),
         ("POST", format!("/jobs/{id}/cancel"), Scope::JobsCancel),
         ("GET", format!("/jobs/{id}/status"), Scope::JobsRead),
+        ("GET", "/tokens/balance".into(), Scope::TokensRead),
+        ("POST", "/tokens/reserve".into(), Scope::TokensWrite),
+        ("POST", "/tokens/release".into(), Scope::TokensWrite),
+        ("POST", "/tokens/deduct".into(), Scope::TokensWrite),
     ];
     for (method, path, scope) in table {
         let others: Vec<Scope> = Scope::ALL.iter().copied().filter(|s| *s != scope).collect();

@@ -195,6 +195,63 @@ async fn keys_scopes_and_tenants() {
             "not_found",
         );
     }
+    // Token moves and key revocation are scoped to the owner too.
+    for path in ["/tokens/reserve", "/tokens/release", "/tokens/deduct"] {
+        let r = app
+            .client
+            .post(app.url(path))
+            .header("X-API-Key", &other_key)
+            .json(&json!({"jobId": id, "amount": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_error(
+            r.status().as_u16(),
+            &r.json().await.unwrap(),
+            404,
+            "not_found",
+        );
+    }
+    let other_login: Value = app
+        .client
+        .post(app.url("/auth/login"))
+        .json(&json!({"email": "other@example.com", "password": "password123"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let bearer = format!("Bearer {}", other_login["accessToken"].as_str().unwrap());
+    let admin_keys = app
+        .app_state
+        .repos
+        .auth
+        .list_api_keys(
+            app.app_state
+                .repos
+                .accounts
+                .user_by_email("admin@localhost")
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+        )
+        .await
+        .unwrap();
+    let r = app
+        .client
+        .delete(app.url(&format!("/api-keys/{}", admin_keys[0].id)))
+        .header("Authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_error(
+        r.status().as_u16(),
+        &r.json().await.unwrap(),
+        404,
+        "not_found",
+    );
     // The owner still sees it, untouched.
     assert_eq!(app.status(id).await["status"], "created");
     app.stop().await;

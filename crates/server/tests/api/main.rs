@@ -2,6 +2,7 @@
 //! ffmpeg on real and generated media, outputs checked with ffprobe.
 
 mod auth;
+mod billing;
 mod cancel;
 mod encode;
 mod errors;
