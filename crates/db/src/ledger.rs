@@ -198,8 +198,8 @@ pub trait LedgerRepo: Send + Sync {
     async fn deduct_for_job(&self, user: UserId, job: JobId, amount: Neu) -> DbResult<Neu>;
     /// What the job holds reserved now.
     async fn job_reserved(&self, job: JobId) -> DbResult<Neu>;
-    /// What the job has been charged so far (its deductions).
-    async fn job_charged(&self, job: JobId) -> DbResult<Neu>;
+    /// What the job holds in reserve and what it has been charged, in one read.
+    async fn job_totals(&self, job: JobId) -> DbResult<(Neu, Neu)>;
     /// The account's journal, oldest first (audits, admin views, tests).
     async fn entries(&self, user: UserId) -> DbResult<Vec<LedgerEntry>>;
 }

@@ -81,15 +81,28 @@ impl AccountRepo for SqliteRepo {
     }
 
     async fn api_key_by_hash(&self, key_hash: &str) -> DbResult<Option<(ApiKey, User)>> {
-        let Some(row) = sqlx::query("SELECT * FROM api_keys WHERE key_hash = ?")
-            .bind(key_hash)
-            .fetch_optional(&self.pool)
-            .await?
+        // One query: this runs on every API-key request.
+        let Some(row) = sqlx::query(
+            "SELECT k.*, u.email AS u_email, u.password_hash AS u_password_hash, u.is_admin AS u_is_admin,
+                    u.banned AS u_banned, u.created_at AS u_created_at
+             FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.key_hash = ?",
+        )
+        .bind(key_hash)
+        .fetch_optional(&self.pool)
+        .await?
         else {
             return Ok(None);
         };
         let key = rows::api_key(&row)?;
-        Ok(self.user(key.user_id).await?.map(|u| (key, u)))
+        let user = User {
+            id: key.user_id,
+            email: row.try_get("u_email")?,
+            password_hash: row.try_get("u_password_hash")?,
+            is_admin: row.try_get("u_is_admin")?,
+            banned: row.try_get("u_banned")?,
+            created_at: row.try_get("u_created_at")?,
+        };
+        Ok(Some((key, user)))
     }
 
     async fn setting_or_insert(&self, key: &str, value: &str) -> DbResult<String> {

@@ -442,15 +442,21 @@ impl LedgerRepo for SqliteRepo {
         Ok(Neu::from_millis(held(&self.pool, job).await?.total()))
     }
 
-    async fn job_charged(&self, job: JobId) -> DbResult<Neu> {
-        let total: Option<i64> = sqlx::query(
-            "SELECT SUM(amount) FROM ledger_entries WHERE job_id = ? AND kind = 'deduct'",
+    async fn job_totals(&self, job: JobId) -> DbResult<(Neu, Neu)> {
+        // A job's reservation is what it reserved less what was released or deducted.
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(CASE kind WHEN 'reserve' THEN amount WHEN 'release' THEN -amount
+                                          WHEN 'deduct' THEN -amount ELSE 0 END), 0) AS held,
+                    COALESCE(SUM(CASE kind WHEN 'deduct' THEN amount ELSE 0 END), 0) AS charged
+             FROM ledger_entries WHERE job_id = ?",
         )
         .bind(job.to_string())
         .fetch_one(&self.pool)
-        .await?
-        .try_get(0)?;
-        Ok(Neu::from_millis(total.unwrap_or(0)))
+        .await?;
+        Ok((
+            Neu::from_millis(row.try_get("held")?),
+            Neu::from_millis(row.try_get("charged")?),
+        ))
     }
 
     async fn entries(&self, user: UserId) -> DbResult<Vec<LedgerEntry>> {

@@ -203,7 +203,6 @@ async fn job_status(
 ) -> AppResult<Json<StatusResponse>> {
     caller.require(Scope::JobsRead)?;
     let job = owned_job(&state, &caller, id).await?;
-    let reserved = state.repos.ledger.job_reserved(job.id).await?;
-    let charged = state.repos.ledger.job_charged(job.id).await?;
+    let (reserved, charged) = state.repos.ledger.job_totals(job.id).await?;
     Ok(Json(StatusResponse::of(&state, &job, reserved, charged)))
 }
