@@ -247,12 +247,7 @@ async fn admin(config: Config, cmd: AdminCommand) -> anyhow::Result<()> {
                 .with_context(|| {
                     format!("--amount {amount:?} is not a positive amount like 100 or 12.5")
                 })?;
-            let email = email.trim().to_ascii_lowercase();
-            let user = repos
-                .accounts
-                .user_by_email(&email)
-                .await?
-                .with_context(|| format!("no user with email {email}"))?;
+            let (email, user) = find_user(&repos, &email).await?;
             let b = repos.ledger.grant(user.id, amount).await?;
             if json {
                 let out = serde_json::json!({
@@ -299,13 +294,22 @@ async fn set_banned(
     email: &str,
     banned: bool,
 ) -> anyhow::Result<()> {
+    let (email, user) = find_user(repos, email).await?;
+    repos.auth.set_banned(user.id, banned).await?;
+    println!("{} {email}", if banned { "banned" } else { "unbanned" });
+    Ok(())
+}
+
+/// The account with this email (normalised as accounts store it).
+async fn find_user(
+    repos: &convertrilo_db::Repos,
+    email: &str,
+) -> anyhow::Result<(String, convertrilo_db::User)> {
     let email = email.trim().to_ascii_lowercase();
     let user = repos
         .accounts
         .user_by_email(&email)
         .await?
         .with_context(|| format!("no user with email {email}"))?;
-    repos.auth.set_banned(user.id, banned).await?;
-    println!("{} {email}", if banned { "banned" } else { "unbanned" });
-    Ok(())
+    Ok((email, user))
 }

@@ -200,15 +200,7 @@ async fn release(
     caller: Caller,
     JsonBody(body): JsonBody,
 ) -> AppResult<Json<TokenMoveResponse>> {
-    caller.require(Scope::TokensWrite)?;
-    let (id, amount) = parse_move(&body)?;
-    manual_job(&state, &caller, id).await?;
-    let released = state
-        .repos
-        .ledger
-        .release_for_job(caller.user_id, id, amount)
-        .await?;
-    moved(&state, &caller, id, released).await
+    settle_manually(&state, &caller, &body, Settle::Release).await
 }
 
 /// Charge up to `amount` NEU from a created job's reservation.
@@ -219,13 +211,28 @@ async fn deduct(
     caller: Caller,
     JsonBody(body): JsonBody,
 ) -> AppResult<Json<TokenMoveResponse>> {
+    settle_manually(&state, &caller, &body, Settle::Deduct).await
+}
+
+enum Settle {
+    Release,
+    Deduct,
+}
+
+/// Release or deduct part of a created job's reservation.
+async fn settle_manually(
+    state: &AppState,
+    caller: &Caller,
+    body: &Value,
+    how: Settle,
+) -> AppResult<Json<TokenMoveResponse>> {
     caller.require(Scope::TokensWrite)?;
-    let (id, amount) = parse_move(&body)?;
-    manual_job(&state, &caller, id).await?;
-    let deducted = state
-        .repos
-        .ledger
-        .deduct_for_job(caller.user_id, id, amount)
-        .await?;
-    moved(&state, &caller, id, deducted).await
+    let (id, amount) = parse_move(body)?;
+    manual_job(state, caller, id).await?;
+    let ledger = &state.repos.ledger;
+    let moved_amount = match how {
+        Settle::Release => ledger.release_for_job(caller.user_id, id, amount).await?,
+        Settle::Deduct => ledger.deduct_for_job(caller.user_id, id, amount).await?,
+    };
+    moved(state, caller, id, moved_amount).await
 }
