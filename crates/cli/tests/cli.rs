@@ -301,6 +301,20 @@ async fn first_start_and_admin_commands() {
     );
     assert!(!ok && err.contains("positive amount"), "{err}");
     let (ok, _, err) = admin(
+        &data,
+        &[
+            "grant",
+            "--email",
+            "dev@example.com",
+            "--amount",
+            "9223372036854775",
+        ],
+    );
+    assert!(
+        !ok && err.contains("at most"),
+        "a grant that could overflow the ledger is refused: {err}"
+    );
+    let (ok, _, err) = admin(
         &dir.path().join("typo"),
         &["ban", "--email", "dev@example.com"],
     );

@@ -17,6 +17,9 @@ impl Neu {
     pub fn from_millis(m: i64) -> Self {
         Neu(m)
     }
+    pub const fn from_whole_const(n: i64) -> Self {
+        Neu(n * 1000)
+    }
     pub fn from_whole(n: i64) -> Self {
         Neu(n * Self::MILLIS_PER_NEU)
     }

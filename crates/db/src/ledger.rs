@@ -179,6 +179,9 @@ pub enum Reservation {
 ///
 /// The `*_for_job` moves answer `DbError::NotFound` when the user has no such job and
 /// `DbError::Invalid` for an amount of zero or less.
+/// The largest single grant; keeps every sum far from integer overflow.
+pub const MAX_GRANT: Neu = Neu::from_whole_const(1_000_000_000);
+
 #[async_trait]
 pub trait LedgerRepo: Send + Sync {
     /// The account's balance at `now_ms`, closing an expired trial first if one is still open

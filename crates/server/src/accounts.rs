@@ -70,6 +70,12 @@ pub async fn create_user(
     trial: Option<Trial>,
 ) -> Result<User, AccountError> {
     let email = check_email(email)?;
+    if grant.is_some_and(|g| g > convertrilo_db::ledger::MAX_GRANT) {
+        return Err(AccountError::Invalid(format!(
+            "a grant may be at most {} NEU",
+            convertrilo_db::ledger::MAX_GRANT
+        )));
+    }
     if password.chars().count() < 8 {
         return Err(AccountError::Invalid(
             "the password must be at least 8 characters long".into(),

@@ -359,6 +359,19 @@ fn positive(amount: Neu) -> DbResult<()> {
 }
 
 /// The job's status if it belongs to `user`; `NotFound` otherwise.
+/// Manual settlement applies only before the job is queued: from then on the service settles
+/// the reservation itself. Checked inside the ledger transaction (which holds the write lock),
+/// so a concurrent confirm cannot slip between the check and the move.
+fn still_created(status: JobStatus) -> DbResult<()> {
+    if status == JobStatus::Created {
+        Ok(())
+    } else {
+        Err(DbError::Invalid(format!(
+            "the job is {status}; its tokens are settled by the service once it is queued (manual moves apply to created jobs)"
+        )))
+    }
+}
+
 async fn owned_job_status(
     conn: &mut SqliteConnection,
     user: UserId,
@@ -390,6 +403,12 @@ impl LedgerRepo for SqliteRepo {
 
     async fn grant(&self, user: UserId, amount: Neu) -> DbResult<Balance> {
         positive(amount)?;
+        if amount > crate::ledger::MAX_GRANT {
+            return Err(DbError::Invalid(format!(
+                "a single grant may be at most {} NEU",
+                crate::ledger::MAX_GRANT
+            )));
+        }
         let mut tx = self.pool.begin().await?;
         let mut book = Book::open(&mut tx, user, now_ms()).await?;
         book.grant(&mut tx, amount).await?;
@@ -422,7 +441,7 @@ impl LedgerRepo for SqliteRepo {
         positive(amount)?;
         let mut tx = self.pool.begin().await?;
         let mut book = Book::open(&mut tx, user, now_ms()).await?;
-        owned_job_status(&mut tx, user, job).await?;
+        still_created(owned_job_status(&mut tx, user, job).await?)?;
         let released = book.release(&mut tx, job, Some(amount)).await?;
         tx.commit().await?;
         Ok(released)
@@ -432,7 +451,7 @@ impl LedgerRepo for SqliteRepo {
         positive(amount)?;
         let mut tx = self.pool.begin().await?;
         let mut book = Book::open(&mut tx, user, now_ms()).await?;
-        owned_job_status(&mut tx, user, job).await?;
+        still_created(owned_job_status(&mut tx, user, job).await?)?;
         let deducted = book.deduct(&mut tx, job, amount).await?;
         tx.commit().await?;
         Ok(deducted)

@@ -101,9 +101,14 @@ async fn reserved_trial_tokens_survive_expiry_but_expire_when_released() {
         enqueue(&repos, canceled, whole(3)).await,
         Enqueued::Queued(_)
     ));
+    // `spent` reserves while still created (manual moves apply only then)…
     assert!(matches!(
-        enqueue(&repos, spent, whole(2)).await,
-        Enqueued::Queued(_)
+        repos
+            .ledger
+            .reserve_for_job(a, spent, whole(2))
+            .await
+            .unwrap(),
+        Reservation::Reserved { .. }
     ));
     let b = check(&repos, a).await;
     assert_eq!((b.trial.reserved, b.trial.available), (whole(5), Neu::ZERO));
@@ -122,6 +127,18 @@ async fn reserved_trial_tokens_survive_expiry_but_expire_when_released() {
         whole(1)
     );
     assert_eq!(check(&repos, a).await.trial.available, whole(1));
+    // …and is queued holding the one token left (enqueue tops up to 1: nothing to add).
+    assert!(matches!(
+        enqueue(&repos, spent, whole(1)).await,
+        Enqueued::Queued(_)
+    ));
+    assert!(
+        matches!(
+            repos.ledger.release_for_job(a, spent, whole(1)).await,
+            Err(DbError::Invalid(_))
+        ),
+        "a queued job's reservation is the service's to settle"
+    );
     assert!(
         now_ms() < trial.expires_at,
         "the machine is too slow for this test's timing"

@@ -3,8 +3,12 @@
 
 use super::{error::AppError, limits::RateSlot};
 use crate::{accounts::hash_api_key, state::AppState};
-use axum::{extract::FromRequestParts, http::request::Parts, http::StatusCode};
+use axum::{
+    extract::{ConnectInfo, FromRequestParts},
+    http::{request::Parts, StatusCode},
+};
 use convertrilo_core::{time::now_ms, ErrorCode, Scope, UserId, WireEnum};
+use std::net::SocketAddr;
 
 /// How the caller proved who they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,8 +84,9 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, AppErro
         }
         (key.user_id, key.scopes, Credential::ApiKey, Some(owner))
     } else if let Some(bearer) = header("authorization").and_then(|h| {
-        h.strip_prefix("Bearer ")
-            .or_else(|| h.strip_prefix("bearer "))
+        // Scheme names are case-insensitive (RFC 9110 §11.1).
+        let (scheme, token) = h.split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then_some(token)
     }) {
         let user = state
             .sessions
@@ -124,7 +129,28 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let caller = authenticate(parts, state).await?;
+        let caller = match authenticate(parts, state).await {
+            Ok(caller) => caller,
+            Err(e) if e.status == StatusCode::UNAUTHORIZED => {
+                // Failed credentials are limited per client address, so guessing keys costs
+                // the guesser, not the database.
+                let ip = parts
+                    .extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0.ip().to_string())
+                    .unwrap_or_default();
+                let decision = state.limits.check(
+                    &format!("authfail:{ip}"),
+                    state.config.rate_limit_per_minute,
+                );
+                if !decision.allowed {
+                    RateSlot::record(parts, decision);
+                    return Err(AppError::rate_limited(decision));
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         let decision = state.limits.check(
             &format!("account:{}", caller.user_id),
             state.config.rate_limit_per_minute,

@@ -5,7 +5,8 @@
 
 use super::fetch;
 use crate::state::AppState;
-use convertrilo_db::{Heartbeat, Ingest, Job, Outcome, Progress};
+use convertrilo_core::{neu::total_price, Neu};
+use convertrilo_db::{Heartbeat, Ingest, Job, Outcome, Progress, Reservation};
 use convertrilo_media::{
     choose_encoder, plan_encode, probe, run_encode, MediaError, MediaInfo, PlanInput, RunOptions,
     ScratchRoot,
@@ -137,6 +138,22 @@ async fn heartbeat_loop(
     }
 }
 
+/// Tops the job's reservation up to `amount`; a job the account cannot cover fails before
+/// (or instead of) being delivered, and nothing is charged.
+async fn hold(state: &AppState, job: &Job, amount: Neu) -> Result<(), Failure> {
+    if amount <= Neu::ZERO {
+        return Ok(());
+    }
+    match state.repos.ledger.reserve_for_job(job.user_id, job.id, amount).await {
+        Ok(Reservation::Reserved { .. }) => Ok(()),
+        Ok(Reservation::Insufficient { required, available }) => Err(Failure::Fatal(format!(
+            "the account has too few tokens for this encode: it needs {required} NEU more and {available} NEU are available; add tokens and create the job again"
+        ))),
+        Ok(Reservation::Finished(_)) => Err(Failure::Stopped),
+        Err(e) => Err(Failure::Retry(format!("ledger: {e}"))),
+    }
+}
+
 /// The probe taken at confirm, when it still describes the input: an upload cannot change
 /// once the job is queued. A URL source is downloaded afresh and so probed again.
 fn stored_probe(job: &Job) -> Option<MediaInfo> {
@@ -204,6 +221,15 @@ async fn execute(
                 .map_err(media_failure)?
         }
     };
+    // Price what was actually fetched and probed, and hold that much before any work: the
+    // estimate taken at confirm may be missing (its probe failed) or describe other bytes.
+    let per_minute = state.config.pricing.per_minute(&job.spec);
+    hold(
+        state,
+        job,
+        total_price(per_minute, info.duration_sec.unwrap_or(0.0)),
+    )
+    .await?;
     let encoder =
         choose_encoder(job.spec.codec, job.spec.policy, &state.caps).map_err(Failure::Fatal)?;
     set_progress(progress, |p| {
@@ -242,6 +268,16 @@ async fn execute(
     })
     .await
     .map_err(media_failure)?;
+    // The price of what was really encoded. A source whose header understates its length
+    // must still be paid for in full before the result is handed over.
+    let cost = total_price(per_minute, report.output_duration_sec.unwrap_or(duration));
+    hold(state, job, cost).await.map_err(|f| match f {
+        Failure::Fatal(why) => Failure::Fatal(format!(
+            "the source is longer than its header declared ({:.1} s encoded, {duration:.1} s declared); {why}",
+            report.output_duration_sec.unwrap_or(duration)
+        )),
+        other => other,
+    })?;
     // ffmpeg exits non-zero on any write error; an empty file is still worth catching.
     if !tokio::fs::metadata(&output)
         .await
@@ -259,9 +295,6 @@ async fn execute(
     Ok(Outcome::Success {
         output_size: size as i64,
         duration_sec: report.output_duration_sec,
-        // The output's price; `finish` charges it up to what the job has reserved.
-        cost: job.per_minute.map_or(convertrilo_core::Neu::ZERO, |pm| {
-            convertrilo_core::neu::total_price(pm, report.output_duration_sec.unwrap_or(duration))
-        }),
+        cost,
     })
 }

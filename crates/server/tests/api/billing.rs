@@ -315,3 +315,122 @@ async fn wait_or_created(app: &TestApp, key: &str, id: &str) -> Value {
     }
     wait(app, key, id).await
 }
+
+/// A source that fails the confirm-time probe once (so no estimate is reserved) must still be
+/// paid for: the worker prices what it fetched and fails the job when the account is short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_that_could_not_be_priced_at_confirm_is_priced_before_encoding() {
+    use std::sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    };
+    let app = spawn_app_with(|c| c.trial_grant_neu = Neu::ZERO).await;
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.mp4");
+    make_clip(
+        &clip,
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=s=320x240:r=25:d=3",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ],
+    );
+    let bytes = Arc::new(std::fs::read(&clip).unwrap());
+    let hits = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/clip.mp4", listener.local_addr().unwrap());
+    let router = axum::Router::new().route(
+        "/clip.mp4",
+        axum::routing::get(move || {
+            let (bytes, hits) = (bytes.clone(), hits.clone());
+            async move {
+                if hits.fetch_add(1, Ordering::SeqCst) == 0 {
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, Vec::new())
+                } else {
+                    (axum::http::StatusCode::OK, bytes.to_vec())
+                }
+            }
+        }),
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let broke = account(&app, "broke@example.com").await;
+    let mut spec = job_spec("h264", "480p", 30, "mp4");
+    spec["sourceUrl"] = json!(url);
+    let (_, created) = call(&app, &broke.key, "POST", "/jobs", Some(spec)).await;
+    let id = created["jobId"].as_str().unwrap().to_string();
+    let (code, confirmed) = call(
+        &app,
+        &broke.key,
+        "POST",
+        &format!("/jobs/{id}/confirm"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (code, confirmed["status"].as_str()),
+        (200, Some("queued")),
+        "the failed probe does not block confirm"
+    );
+    let done = wait(&app, &broke.key, &id).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(
+        done["failureMessage"]
+            .as_str()
+            .unwrap()
+            .contains("too few tokens"),
+        "{done}"
+    );
+    assert!(done["downloadUrl"].is_null());
+    assert_eq!(n(&done["chargedNeu"]), 0.0);
+    let b = balance(&app, &broke.key).await;
+    assert_eq!(
+        (n(&b["granted"]), n(&b["spent"]), n(&b["reserved"])),
+        (0.0, 0.0, 0.0)
+    );
+
+    // Manual settlement is refused inside the ledger once a job is queued (no race window).
+    let rich = account(&app, "rich@example.com").await;
+    let user = app
+        .app_state
+        .repos
+        .accounts
+        .user_by_email("rich@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    app.app_state
+        .repos
+        .ledger
+        .grant(user.id, Neu::from_whole(5))
+        .await
+        .unwrap();
+    let queued = upload_job(
+        &app,
+        &rich.key,
+        &clip,
+        json!({"codec": "h264", "resolution": "480p", "fps": 30, "confirm": true}),
+    )
+    .await;
+    let job_id = queued.parse().unwrap();
+    let err = app
+        .app_state
+        .repos
+        .ledger
+        .release_for_job(user.id, job_id, Neu::from_whole(1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, convertrilo_db::DbError::Invalid(_)),
+        "{err:?}"
+    );
+    let done = wait(&app, &rich.key, &queued).await;
+    assert!(n(&done["chargedNeu"]) > 0.0, "{done}");
+    server.abort();
+    app.stop().await;
+}

@@ -55,7 +55,7 @@ fn must_be_created(job: &Job, action: &str) -> AppResult<()> {
 /// Create an encode job (upload, or URL ingest with `sourceUrl`).
 #[utoipa::path(post, path = "/jobs", tag = "jobs", request_body = JobCreateRequest,
     security(("BearerAuth" = []), ("ApiKeyAuth" = [])),
-    responses((status = 200, body = JobCreateResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, body = JobCreateResponse), (status = 400, body = ErrorBody), (status = 402, body = ErrorBody), (status = 413, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn create_job(
     State(state): State<AppState>,
     caller: Caller,
@@ -71,7 +71,7 @@ async fn create_job(
 /// Probe the input's duration.
 #[utoipa::path(get, path = "/jobs/{id}/probe-duration", tag = "jobs", params(("id" = String, Path)),
     security(("BearerAuth" = []), ("ApiKeyAuth" = [])),
-    responses((status = 200, body = ProbeDurationResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = ProbeDurationResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn probe_duration(
     State(state): State<AppState>,
     caller: Caller,
@@ -98,7 +98,7 @@ async fn probe_duration(
 /// Apply settings, probe and return the estimate (does not queue).
 #[utoipa::path(post, path = "/jobs/{id}/approve-unified", tag = "jobs", params(("id" = String, Path)),
     request_body(content = Option<ApproveUnifiedRequest>), security(("BearerAuth" = []), ("ApiKeyAuth" = [])),
-    responses((status = 200, body = ApproveUnifiedResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = ApproveUnifiedResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 402, body = ErrorBody), (status = 413, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn approve_unified(
     State(state): State<AppState>,
     caller: Caller,
@@ -133,7 +133,7 @@ async fn approve_unified(
 /// Queue the job (probing and pricing it first when not done yet).
 #[utoipa::path(post, path = "/jobs/{id}/confirm", tag = "jobs", params(("id" = String, Path)),
     request_body(content = Option<ConfirmRequest>), security(("BearerAuth" = []), ("ApiKeyAuth" = [])),
-    responses((status = 200, body = ConfirmResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ConfirmResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 402, body = ErrorBody), (status = 413, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn confirm_job(
     State(state): State<AppState>,
     caller: Caller,
@@ -163,7 +163,7 @@ async fn confirm_job(
 /// Cancel a job that has not finished; a running encode is stopped and its files removed.
 #[utoipa::path(post, path = "/jobs/{id}/cancel", tag = "jobs", params(("id" = String, Path)),
     security(("BearerAuth" = []), ("ApiKeyAuth" = [])),
-    responses((status = 200, body = CancelResponse), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = CancelResponse), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn cancel_job(
     State(state): State<AppState>,
     caller: Caller,
@@ -195,7 +195,7 @@ async fn cancel_job(
 /// Status, progress and (on success) a signed download link.
 #[utoipa::path(get, path = "/jobs/{id}/status", tag = "jobs", params(("id" = String, Path)),
     security(("BearerAuth" = []), ("ApiKeyAuth" = [])),
-    responses((status = 200, body = StatusResponse), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = StatusResponse), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn job_status(
     State(state): State<AppState>,
     caller: Caller,

@@ -96,12 +96,24 @@ fn parse_move(body: &Value) -> AppResult<(JobId, Neu)> {
             None
         }
     };
-    let amount = match body.get("amount").and_then(Value::as_i64) {
-        Some(a) if (1..=1_000_000_000).contains(&a) => Some(Neu::from_whole(a)),
-        _ => {
+    let amount = match body.get("amount") {
+        Some(v) => match v.as_i64() {
+            Some(a) if (1..=1_000_000_000).contains(&a) => Some(Neu::from_whole(a)),
+            _ => {
+                let message =
+                    format!("{v} is not allowed: use a whole number of NEU from 1 to 1000000000");
+                issues.push(Issue {
+                    path: "amount".into(),
+                    message,
+                });
+                None
+            }
+        },
+        None => {
+            let message = "is required: a whole number of NEU, at least 1".to_string();
             issues.push(Issue {
                 path: "amount".into(),
-                message: "is required: a whole number of NEU, at least 1".into(),
+                message,
             });
             None
         }
