@@ -394,6 +394,45 @@ async fn a_job_that_could_not_be_priced_at_confirm_is_priced_before_encoding() {
         (0.0, 0.0, 0.0)
     );
 
+    // An upload that cannot be queued for lack of tokens is still kept, and says so.
+    let (_, created) = call(
+        &app,
+        &broke.key,
+        "POST",
+        "/jobs",
+        Some(json!({"codec": "h264", "resolution": "480p", "fps": 30, "confirm": true})),
+    )
+    .await;
+    let r = app
+        .client
+        .put(created["upload"]["url"].as_str().unwrap())
+        .body(std::fs::read(&clip).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 402);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the file was uploaded, but the job was not queued"),
+        "{body}"
+    );
+    let kept = created["jobId"].as_str().unwrap();
+    assert_eq!(
+        call(
+            &app,
+            &broke.key,
+            "GET",
+            &format!("/jobs/{kept}/probe-duration"),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+
     // Manual settlement is refused inside the ledger once a job is queued (no race window).
     let rich = account(&app, "rich@example.com").await;
     let user = app

@@ -141,7 +141,17 @@ pub(crate) async fn upload(
             .job(id, None)
             .await?
             .ok_or_else(|| AppError::not_found("no such job"))?;
-        status = jobs::confirm(&state, job, None).await?.status;
+        // The bytes are kept either way: say so, or a client might upload them again.
+        status = jobs::confirm(&state, job, None)
+            .await
+            .map_err(|e| AppError {
+                message: format!(
+                    "the file was uploaded, but the job was not queued: {}",
+                    e.message
+                ),
+                ..e
+            })?
+            .status;
     }
     Ok(Json(UploadResponse {
         ok: true,
