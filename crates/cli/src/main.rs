@@ -224,13 +224,15 @@ async fn admin(config: Config, cmd: AdminCommand) -> anyhow::Result<()> {
                         .with_context(|| format!("--grant {g:?} is not an amount like 100 or 12.5"))
                 })
                 .transpose()?;
+            let trial = config.trial();
             let user =
-                accounts::create_user(&repos, &email, &password, admin, grant, config.trial())
-                    .await?;
+                accounts::create_user(&repos, &email, &password, admin, grant, trial).await?;
             if json {
                 let out = serde_json::json!({
                     "id": user.id, "email": user.email, "isAdmin": user.is_admin,
                     "granted": grant.unwrap_or(Neu::ZERO),
+                    "trial": trial.map(|t| t.amount).unwrap_or(Neu::ZERO),
+                    "trialExpiresAt": trial.map(|t| convertrilo_core::time::rfc3339(t.expires_at)),
                 });
                 println!("{out}");
             } else {

@@ -165,6 +165,11 @@ async fn first_start_and_admin_commands() {
         (user["email"].as_str(), user["granted"].as_f64()),
         (Some("dev@example.com"), Some(12.5))
     );
+    assert_eq!(
+        user["trial"].as_f64(),
+        Some(10.0),
+        "new accounts get the trial: {user}"
+    );
     let (ok, _, err) = admin(
         &data,
         &[
