@@ -137,6 +137,17 @@ pub async fn create_api_key(
         .user_by_email(&email)
         .await?
         .ok_or(AccountError::NoSuchUser(email))?;
+    create_api_key_for(repos, user.id, name, scopes, expires_in_days).await
+}
+
+/// As [`create_api_key`], for an account already in hand.
+pub async fn create_api_key_for(
+    repos: &Repos,
+    user_id: UserId,
+    name: &str,
+    scopes: Vec<Scope>,
+    expires_in_days: Option<u32>,
+) -> Result<(ApiKey, String), AccountError> {
     if let Some(d) = expires_in_days {
         if !(1..=365).contains(&d) {
             return Err(AccountError::Invalid(
@@ -148,7 +159,7 @@ pub async fn create_api_key(
     let now = now_ms();
     let key = ApiKey {
         id: ApiKeyId::new(),
-        user_id: user.id,
+        user_id,
         name: name.to_string(),
         prefix: raw[..KEY_PREFIX.len() + 8].to_string(),
         scopes,

@@ -30,6 +30,22 @@ pub fn check_spec(state: &AppState, spec: &EncodeSpec) -> AppResult<()> {
     Ok(())
 }
 
+/// The key a job's signed upload link names. Each upload is then stored under a key of its
+/// own (see `routes::files`), so this one only identifies the job's upload slot.
+pub fn upload_slot(id: JobId) -> String {
+    format!("inputs/{id}/source")
+}
+
+/// The job a signed upload key names.
+pub fn job_of_upload_slot(key: &str) -> Option<JobId> {
+    let id: JobId = key
+        .strip_prefix("inputs/")?
+        .strip_suffix("/source")?
+        .parse()
+        .ok()?;
+    (upload_slot(id) == key).then_some(id)
+}
+
 pub async fn create(state: &AppState, owner: UserId, req: JobCreate) -> AppResult<Job> {
     check_spec(state, &req.spec)?;
     let (ingest, source_url) = match &req.source {
@@ -65,7 +81,7 @@ pub async fn create(state: &AppState, owner: UserId, req: JobCreate) -> AppResul
         spec: req.spec,
         ingest,
         source_url,
-        input_key: format!("inputs/{id}/source"),
+        input_key: upload_slot(id),
         input_size: None,
         output_size: None,
         original_filename: req.original_filename,

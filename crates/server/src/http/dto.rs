@@ -2,13 +2,13 @@
 //! Responses are built from these types; request types document what the validators in
 //! `convertrilo_core::request` accept (a test keeps the two in step).
 
-use crate::state::AppState;
+use crate::{jobs::upload_slot, state::AppState};
 use convertrilo_core::{
     spec::{BitrateTier, Codec, Container, Optimize, Policy, Preset, Quality, Resolution},
     time::rfc3339,
     JobStatus, Neu,
 };
-use convertrilo_db::Job;
+use convertrilo_db::{Ingest, Job};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
@@ -207,6 +207,12 @@ impl OutputTarget {
     }
 }
 
+/// A freshly signed link to the job's upload slot.
+fn upload_link(state: &AppState, job: &Job) -> String {
+    let expires = convertrilo_core::time::now_ms() / 1000 + state.config.upload_url_ttl_secs as i64;
+    state.signer.upload_url(&upload_slot(job.id), expires)
+}
+
 impl StatusResponse {
     /// `reserved` and `charged` are the job's ledger totals.
     pub fn of(state: &AppState, job: &Job, reserved: Neu, charged: Neu) -> Self {
@@ -217,15 +223,8 @@ impl StatusResponse {
                 .signer
                 .download_url(&job.output_key, expires, &job.output_filename)
         });
-        let upload_url = (job.status == JobStatus::Created
-            && job.ingest == convertrilo_db::Ingest::Upload)
-            .then(|| {
-                let expires = convertrilo_core::time::now_ms() / 1000
-                    + state.config.upload_url_ttl_secs as i64;
-                state
-                    .signer
-                    .upload_url(&format!("inputs/{}/source", job.id), expires)
-            });
+        let upload_url = (job.status == JobStatus::Created && job.ingest == Ingest::Upload)
+            .then(|| upload_link(state, job));
         Self {
             id: job.id.to_string(),
             external_id: job.external_id.clone(),
@@ -254,16 +253,13 @@ impl StatusResponse {
 
 impl JobCreateResponse {
     pub fn of(state: &AppState, job: &Job, reserved: Neu) -> Self {
-        let upload = (job.status == JobStatus::Created && job.source_url.is_none()).then(|| {
-            let expires =
-                convertrilo_core::time::now_ms() / 1000 + state.config.upload_url_ttl_secs as i64;
-            UploadTarget {
-                url: state
-                    .signer
-                    .upload_url(&format!("inputs/{}/source", job.id), expires),
-                key: job.input_key.clone(),
-            }
-        });
+        let upload =
+            (job.status == JobStatus::Created && job.ingest == Ingest::Upload).then(|| {
+                UploadTarget {
+                    url: upload_link(state, job),
+                    key: upload_slot(job.id),
+                }
+            });
         Self {
             job_id: job.id.to_string(),
             external_id: job.external_id.clone(),

@@ -169,15 +169,10 @@ async fn create_key(
     JsonBody(body): JsonBody,
 ) -> AppResult<Json<ApiKeyResponse>> {
     let (name, scopes, expires) = parse_create(&body).map_err(AppError::invalid_body)?;
-    let user = state
-        .repos
-        .accounts
-        .user(caller.user_id)
-        .await?
-        .ok_or_else(|| AppError::not_found("no such account"))?;
-    let (key, raw) = accounts::create_api_key(&state.repos, &user.email, &name, scopes, expires)
-        .await
-        .map_err(AppError::internal)?;
+    let (key, raw) =
+        accounts::create_api_key_for(&state.repos, caller.user_id, &name, scopes, expires)
+            .await
+            .map_err(AppError::internal)?;
     Ok(Json(ApiKeyResponse::of(&key, Some(raw))))
 }
 

@@ -100,33 +100,34 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
     }
 }
 
-async fn issue_pair(
-    state: &AppState,
-    user: UserId,
-    family: Option<uuid::Uuid>,
-) -> (AuthLoginResponse, RefreshToken) {
+/// A new refresh token for `user` (raw, and the row that stores its digest).
+fn new_refresh(state: &AppState, user: UserId) -> (String, RefreshToken) {
     let now = now_ms();
-    let ttl = state.config.access_token_ttl_secs;
     let (raw, digest) = new_refresh_token();
     let id = uuid::Uuid::now_v7();
     let token = RefreshToken {
         id,
         user_id: user,
-        family_id: family.unwrap_or(id),
+        family_id: id,
         token_hash: digest,
         expires_at: now + state.config.refresh_token_ttl_days as i64 * 86_400_000,
         created_at: now,
     };
-    let access = state.sessions.access_token(user, now / 1000, ttl as i64);
-    (
-        AuthLoginResponse {
-            access_token: access,
-            refresh_token: raw,
-            token_type: "Bearer",
-            expires_in: ttl,
-        },
-        token,
-    )
+    (raw, token)
+}
+
+/// The response for a signed-in `user`: a new access token beside the refresh token.
+fn session(state: &AppState, user: UserId, refresh_token: String) -> AuthLoginResponse {
+    let ttl = state.config.access_token_ttl_secs;
+    let access_token = state
+        .sessions
+        .access_token(user, now_ms() / 1000, ttl as i64);
+    AuthLoginResponse {
+        access_token,
+        refresh_token,
+        token_type: "Bearer",
+        expires_in: ttl,
+    }
 }
 
 /// Log in with email and password: a short-lived access token and a rotating refresh token.
@@ -175,9 +176,9 @@ async fn login(
             "this account is banned; contact the operator",
         ));
     }
-    let (response, token) = issue_pair(&state, user.id, None).await;
+    let (raw, token) = new_refresh(&state, user.id);
     state.repos.auth.store_refresh_token(&token).await?;
-    Ok(Json(response))
+    Ok(Json(session(&state, user.id, raw)))
 }
 
 /// Trade a refresh token for a new pair; the old refresh token stops working.
@@ -189,7 +190,7 @@ async fn refresh(
 ) -> AppResult<Json<AuthLoginResponse>> {
     let [raw] = string_fields(&body, ["refreshToken"])?;
     // The repository takes the new token's user and family from the token it replaces.
-    let (mut response, next) = issue_pair(&state, UserId::new(), None).await;
+    let (new_raw, next) = new_refresh(&state, UserId::new());
     let user = match state.repos.auth.rotate_refresh_token(&refresh_digest(&raw), &next, now_ms()).await? {
         Rotation::Rotated { user_id } => user_id,
         Rotation::Invalid => return Err(AppError::unauthorized(ErrorCode::InvalidCredentials, "the refresh token is unknown, expired or revoked; log in again")),
@@ -213,12 +214,7 @@ async fn refresh(
             "this account is banned; contact the operator",
         ));
     }
-    response.access_token = state.sessions.access_token(
-        user,
-        now_ms() / 1000,
-        state.config.access_token_ttl_secs as i64,
-    );
-    Ok(Json(response))
+    Ok(Json(session(&state, user, new_raw)))
 }
 
 /// Sign out: the refresh token and every token rotated from the same login stop working.

@@ -15,7 +15,7 @@ use axum::{
     routing::{get, put},
     Json, Router,
 };
-use convertrilo_core::{time::now_ms, ErrorCode, JobId, JobStatus, WireEnum};
+use convertrilo_core::{time::now_ms, ErrorCode, JobStatus, WireEnum};
 use convertrilo_db::Ingest;
 use convertrilo_storage::{signing::percent_encode, SignedUrl};
 use futures::{StreamExt, TryStreamExt};
@@ -81,10 +81,7 @@ pub(crate) async fn upload(
 ) -> AppResult<Json<UploadResponse>> {
     let url = signed(key.clone(), &q)?;
     verify(&state, "PUT", &url)?;
-    let id: JobId = key
-        .strip_prefix("inputs/")
-        .and_then(|r| r.strip_suffix("/source"))
-        .and_then(|id| id.parse().ok())
+    let id = jobs::job_of_upload_slot(&key)
         .ok_or_else(|| AppError::not_found("this link does not name an upload"))?;
     let job = state
         .repos
