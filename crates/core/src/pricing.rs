@@ -158,6 +158,11 @@ factor_table!(CodecFactors { h264 = 1000, h265 = 1500, av1 = 2000 });
 factor_table!(PresetFactors { fast = 1000, standard = 1250, slow = 1500 });
 factor_table!(PassFactors { one = 1000, two = 1600 });
 factor_table!(OptimizeFactors { none = 1000, vmaf = 2000 });
+factor_table!(
+    /// The premium for `/ondemand/encode`, by its `priority`: the price of being queued at
+    /// once (and, for `high`, ahead of everything else).
+    OnDemandFactors { normal = 1500, high = 2000 }
+);
 
 /// Jobs whose fps cap is at most `up_to_fps` (and above the previous band) pay `factor`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,8 +172,8 @@ pub struct FpsBand {
     pub factor: Factor,
 }
 
-/// Guards against tables whose product could not be computed exactly (i128 holds
-/// base × five factors at these limits) or that nobody could pay.
+/// Guards against tables nobody could pay. At these limits i128 holds base × five factors
+/// exactly; a sixth (the on-demand premium) at its extreme saturates, i.e. is unpayable.
 const MAX_FACTOR: i64 = 100 * 1000;
 const MAX_BASE: i64 = 1_000_000 * 1000;
 
@@ -182,6 +187,7 @@ pub struct PricingTable {
     pub preset: PresetFactors,
     pub passes: PassFactors,
     pub optimize: OptimizeFactors,
+    pub ondemand: OnDemandFactors,
 }
 
 impl Default for PricingTable {
@@ -197,6 +203,7 @@ impl Default for PricingTable {
             preset: PresetFactors::default(),
             passes: PassFactors::default(),
             optimize: OptimizeFactors::default(),
+            ondemand: OnDemandFactors::default(),
         }
     }
 }
@@ -206,7 +213,14 @@ impl PricingTable {
     /// thousandth once. A product beyond `i64` (only possible in a table `validate` rejects)
     /// saturates, which no account can pay.
     pub fn per_minute(&self, spec: &EncodeSpec) -> Neu {
+        self.per_minute_times(spec, Factor::ONE)
+    }
+
+    /// [`Self::per_minute`] with one more factor in the same exact product (an on-demand
+    /// premium, or zero for a free job), so the premium is rounded once, not twice.
+    pub fn per_minute_times(&self, spec: &EncodeSpec, extra: Factor) -> Neu {
         let factors = [
+            extra,
             self.codec_factor(spec.codec),
             self.fps_factor(spec.fps),
             self.preset_factor(spec.preset),
@@ -282,6 +296,7 @@ impl PricingTable {
             ("preset", self.preset.all()),
             ("passes", self.passes.all()),
             ("optimize", self.optimize.all()),
+            ("ondemand", self.ondemand.all()),
         ];
         let bands = self
             .fps_bands

@@ -157,3 +157,31 @@ fn absurd_tables_saturate_instead_of_overflowing() {
         Neu::from_millis(i64::MAX)
     );
 }
+
+#[test]
+fn on_demand_premium_is_one_more_factor_rounded_once() {
+    let mut t = PricingTable::default();
+    let s = spec(Codec::H264, Resolution::P1080, 30);
+    assert_eq!(
+        t.per_minute_times(&s, t.ondemand.normal),
+        Neu::from_whole(6)
+    );
+    assert_eq!(t.per_minute_times(&s, t.ondemand.high), Neu::from_whole(8));
+    assert_eq!(
+        t.per_minute_times(&s, Factor::from_thousandths(0)),
+        Neu::ZERO
+    );
+    // 0.001 × 1.25 (standard) × 1.5 (premium) = 0.001875 → 0.002; rounding the base price
+    // first (0.00125 → 0.002) and then the premium (× 1.5) would give 0.003.
+    t.base_per_minute.p1080 = Neu::from_millis(1);
+    let mut s = spec(Codec::H264, Resolution::P1080, 30);
+    s.preset = Preset::Standard;
+    assert_eq!(
+        t.per_minute_times(&s, t.ondemand.normal),
+        Neu::from_millis(2)
+    );
+    let toml = "[ondemand]\nnormal = 1.25\nhigh = 3\n";
+    let t: PricingTable = toml::from_str(toml).unwrap();
+    assert_eq!(t.ondemand.normal, Factor::from_thousandths(1250));
+    t.validate().unwrap();
+}

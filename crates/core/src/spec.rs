@@ -18,6 +18,17 @@ wire_enum!(BitrateTier { Low => "low", Medium => "medium", High => "high" });
 wire_enum!(Quality { Good => "good", Better => "better", Best => "best" });
 wire_enum!(Policy { Fastest => "fastest", GpuFirst => "gpu_first", GpuOnly => "gpu_only" });
 wire_enum!(Optimize { None => "none", Vmaf => "vmaf" });
+wire_enum!(Priority { Normal => "normal", High => "high" });
+
+impl Priority {
+    /// The queue's order: higher is claimed first.
+    pub fn queue_rank(self) -> i32 {
+        match self {
+            Self::Normal => 0,
+            Self::High => 10,
+        }
+    }
+}
 
 /// The highest fps cap a job may ask for (pricing's fps bands must reach it).
 pub const MAX_FPS: u32 = 240;

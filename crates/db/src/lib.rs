@@ -7,18 +7,20 @@
 //! happen in the same transaction as that change; the rules are in [`ledger`].
 
 pub mod auth;
+pub mod idempotency;
 pub mod ledger;
 pub mod model;
 pub mod sqlite;
 
 pub use auth::{AuthRepo, RefreshToken, Rotation};
+pub use idempotency::{IdemBegin, IdemClaim, IdempotencyRepo, IdempotentResponse};
 pub use ledger::{
     Balance, Bucket, BucketBalance, EntryKind, LedgerEntry, LedgerRepo, Reservation, Trial,
 };
 pub use model::*;
 
 use async_trait::async_trait;
-use convertrilo_core::{JobId, JobStatus, Neu, UserId};
+use convertrilo_core::{JobId, Neu, UserId};
 use std::{sync::Arc, time::Duration};
 
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +68,16 @@ pub trait AccountRepo: Send + Sync {
 #[async_trait]
 pub trait JobRepo: Send + Sync {
     async fn insert_job(&self, job: &Job) -> DbResult<()>;
+    /// Inserts jobs (one account's) all or nothing: each `created`, or `queued` with its
+    /// queue row and reservation. The reservations must fit the account's available tokens
+    /// together. When `idem` is given its response is saved in the same transaction.
+    async fn insert_jobs(
+        &self,
+        batch: &[NewJob],
+        idem: Option<&IdempotentResponse>,
+    ) -> DbResult<Inserted>;
+    /// Jobs of `owner` among `ids` (unknown ids and other accounts' jobs are left out).
+    async fn jobs_by_ids(&self, ids: &[JobId], owner: UserId) -> DbResult<Vec<Job>>;
     /// A job, scoped to its owner when `owner` is given (another account's job is `None`).
     async fn job(&self, id: JobId, owner: Option<UserId>) -> DbResult<Option<Job>>;
     /// Points a `created` job at a newly uploaded object and forgets any probe and estimate
@@ -86,9 +98,12 @@ pub trait JobRepo: Send + Sync {
         priority: i32,
         reserve: Option<Neu>,
     ) -> DbResult<Enqueued>;
-    /// Cancels a job that has not finished and releases its whole reservation; returns the
-    /// status it had before. Terminal jobs are left alone and their status is returned.
-    async fn cancel(&self, id: JobId, owner: UserId) -> DbResult<Option<JobStatus>>;
+    /// Like [`JobRepo::enqueue`] for several jobs of one account, all or nothing: the
+    /// reservations of the jobs still `created` must fit together.
+    async fn enqueue_many(&self, items: &[EnqueueItem]) -> DbResult<BatchEnqueued>;
+    /// Cancels a job that has not finished and releases its whole reservation; says what
+    /// status it had before and how much was released. Terminal jobs are left alone.
+    async fn cancel(&self, id: JobId, owner: UserId) -> DbResult<Option<Canceled>>;
 
     /// Claims the next queued job (or one whose lease expired) for `worker`, marking it
     /// `running`. Jobs that have used up `max_attempts` are failed instead of handed out, and
@@ -116,6 +131,23 @@ pub trait JobRepo: Send + Sync {
     async fn release(&self, id: JobId, worker: &str) -> DbResult<()>;
     /// How many jobs wait in the queue without a live lease.
     async fn queue_depth(&self) -> DbResult<i64>;
+
+    /// Callbacks due at `now` (at most `limit`), each leased until `lease_until` so that
+    /// another dispatcher does not send it at the same time.
+    async fn due_callbacks(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> DbResult<Vec<Callback>>;
+    /// Records an attempt: delivered, or failed with `error` and retried at `retry_at`
+    /// (given up when `None`).
+    async fn callback_attempted(
+        &self,
+        id: i64,
+        error: Option<&str>,
+        retry_at: Option<i64>,
+    ) -> DbResult<()>;
 }
 
 /// The repositories over one backend.
@@ -125,6 +157,7 @@ pub struct Repos {
     pub jobs: Arc<dyn JobRepo>,
     pub auth: Arc<dyn AuthRepo>,
     pub ledger: Arc<dyn LedgerRepo>,
+    pub idempotency: Arc<dyn IdempotencyRepo>,
 }
 
 /// Opens (creating if needed) and migrates the database at `url`.
@@ -135,7 +168,8 @@ pub async fn connect(url: &str) -> DbResult<Repos> {
             accounts: repo.clone(),
             jobs: repo.clone(),
             auth: repo.clone(),
-            ledger: repo,
+            ledger: repo.clone(),
+            idempotency: repo,
         })
     } else {
         Err(DbError::UnsupportedUrl(url.to_string()))

@@ -1,6 +1,8 @@
 //! Rows as the rest of the system sees them.
 
-use convertrilo_core::{spec::EncodeSpec, ApiKeyId, JobId, JobStatus, Neu, Scope, UserId};
+use convertrilo_core::{
+    pricing::Factor, spec::EncodeSpec, ApiKeyId, JobId, JobStatus, Neu, Scope, UserId,
+};
 use serde_json::{Map, Value};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +49,35 @@ impl Ingest {
     }
 }
 
+/// Which surface created a job; it decides pricing, limits and what status shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobKind {
+    /// `POST /jobs` and `/jobs/bulk`.
+    Standard,
+    /// `POST /ondemand/encode`: queued at once, at a premium.
+    OnDemand,
+    /// `POST /public/jobs`: no account of the caller's, free, capped.
+    Public,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Standard => "standard",
+            JobKind::OnDemand => "ondemand",
+            JobKind::Public => "public",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "standard" => Some(JobKind::Standard),
+            "ondemand" => Some(JobKind::OnDemand),
+            "public" => Some(JobKind::Public),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Job {
     pub id: JobId,
@@ -81,6 +112,76 @@ pub struct Job {
     pub queued_at: Option<i64>,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    pub kind: JobKind,
+    /// Queue order: higher is claimed first.
+    pub priority: i32,
+    /// Multiplies the price list: the on-demand premium, or zero for a free public job.
+    pub price_factor: Factor,
+    /// How long after finishing the output stays downloadable; the server default when `None`.
+    pub output_expiry_secs: Option<i64>,
+    /// Told once, best effort, when the job ends (the on-demand `webhook`).
+    pub callback_url: Option<String>,
+    /// SHA-256 (hex) of a public job's status token.
+    pub status_token_hash: Option<String>,
+}
+
+/// A job to insert: `created`, or `queued` with a queue row and (when `reserve` is given) a
+/// reservation of that amount.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub job: Job,
+    pub reserve: Option<Neu>,
+}
+
+/// What `JobRepo::insert_jobs` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inserted {
+    Done,
+    /// The account cannot cover the batch's reservations together; nothing was written.
+    Insufficient {
+        required: Neu,
+        available: Neu,
+    },
+    /// The idempotency key is no longer held by this attempt (it expired and another request
+    /// took it over); nothing was written.
+    KeyLost,
+}
+
+/// One job of `JobRepo::enqueue_many`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnqueueItem {
+    pub id: JobId,
+    pub update: EstimateUpdate,
+    pub reserve: Option<Neu>,
+}
+
+/// What `JobRepo::enqueue_many` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BatchEnqueued {
+    /// Per item, in order: the queued job, or `None` when it was no longer `created`.
+    Done(Vec<Option<Job>>),
+    /// The account cannot cover the reservations together; nothing changed.
+    Insufficient { required: Neu, available: Neu },
+}
+
+/// What `JobRepo::cancel` did.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Canceled {
+    /// The status the job had (its status now, for a job that had already finished).
+    pub previous: JobStatus,
+    /// Tokens handed back to the account.
+    pub released: Neu,
+}
+
+/// A one-off callback due for delivery, with the job as it is now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Callback {
+    pub id: i64,
+    pub event: String,
+    /// Attempts made before this one.
+    pub attempts: i32,
+    pub created_at: i64,
+    pub job: Job,
 }
 
 /// What a probe and a price estimate add to a `created` job.

@@ -2,6 +2,8 @@
 //! assertions; today that is SQLite in a temporary directory. The NEU ledger's checks live
 //! in `conformance/`, part of this one test binary.
 
+#[path = "conformance/batch.rs"]
+mod batch;
 #[path = "conformance/ledger.rs"]
 mod ledger;
 #[path = "conformance/ledger_race.rs"]
@@ -9,7 +11,9 @@ mod ledger_race;
 #[path = "conformance/ledger_trial.rs"]
 mod ledger_trial;
 
-use convertrilo_core::{spec::*, time::now_ms, ApiKeyId, JobId, JobStatus, Neu, Scope, UserId};
+use convertrilo_core::{
+    pricing::Factor, spec::*, time::now_ms, ApiKeyId, JobId, JobStatus, Neu, Scope, UserId,
+};
 use convertrilo_db::*;
 use std::{collections::HashSet, time::Duration};
 
@@ -69,6 +73,12 @@ fn job(owner: UserId) -> Job {
         queued_at: None,
         started_at: None,
         finished_at: None,
+        kind: JobKind::Standard,
+        priority: 0,
+        price_factor: Factor::ONE,
+        output_expiry_secs: None,
+        callback_url: None,
+        status_token_hash: None,
     }
 }
 
@@ -225,7 +235,12 @@ async fn job_lifecycle_and_tenant_scope() {
     );
     assert!(fin.finished_at.is_some());
     assert_eq!(
-        repos.jobs.cancel(j.id, a.id).await.unwrap(),
+        repos
+            .jobs
+            .cancel(j.id, a.id)
+            .await
+            .unwrap()
+            .map(|c| c.previous),
         Some(JobStatus::Success),
         "terminal jobs stay"
     );
@@ -241,7 +256,12 @@ async fn cancel_running_job_makes_the_worker_lose_it() {
     repos.jobs.enqueue(j.id, None, 0, None).await.unwrap();
     repos.jobs.claim("w1", LEASE, 3).await.unwrap().unwrap();
     assert_eq!(
-        repos.jobs.cancel(j.id, a.id).await.unwrap(),
+        repos
+            .jobs
+            .cancel(j.id, a.id)
+            .await
+            .unwrap()
+            .map(|c| c.previous),
         Some(JobStatus::Running)
     );
     assert_eq!(

@@ -4,59 +4,89 @@
 //! waiting). Token moves that belong to a state change (reserve on enqueue, settle on finish,
 //! release on cancel or give-up) are made through a ledger `Book` inside that transaction.
 
-use super::{ledger::Book, ms, rows, SqliteRepo};
-use crate::{model::*, DbResult, JobRepo, Reservation};
+use super::{batch, callbacks, ledger::Book, ms, rows, SqliteRepo};
+use crate::{model::*, DbResult, IdempotentResponse, JobRepo, Reservation};
 use async_trait::async_trait;
 use convertrilo_core::{time::now_ms, JobId, JobStatus, Neu, UserId, WireEnum};
-use sqlx::Row;
+use sqlx::{Row, SqliteConnection};
 use std::time::Duration;
 
-fn json(v: &impl serde::Serialize) -> String {
+pub(super) fn json(v: &impl serde::Serialize) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+/// Inserts one job row as given (status included); the caller owns the transaction.
+pub(super) async fn insert_row(conn: &mut SqliteConnection, j: &Job) -> DbResult<()> {
+    sqlx::query(
+        "INSERT INTO jobs (id, user_id, status, spec, ingest, source_url, input_key, input_size, output_key,
+           output_size, original_filename, source_filename, output_filename, external_id, metadata,
+           duration_sec, media_info, per_minute, estimate, encoder, pct, failure_message, attempts,
+           auto_confirm, created_at, queued_at, started_at, finished_at, updated_at, kind, priority,
+           price_factor, output_expiry_secs, callback_url, status_token_hash)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+           ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(j.id.to_string())
+    .bind(j.user_id.to_string())
+    .bind(j.status.as_str())
+    .bind(json(&j.spec))
+    .bind(j.ingest.as_str())
+    .bind(&j.source_url)
+    .bind(&j.input_key)
+    .bind(j.input_size)
+    .bind(&j.output_key)
+    .bind(j.output_size)
+    .bind(&j.original_filename)
+    .bind(&j.source_filename)
+    .bind(&j.output_filename)
+    .bind(&j.external_id)
+    .bind(j.metadata.as_ref().map(json))
+    .bind(j.duration_sec)
+    .bind(j.media_info.as_ref().map(json))
+    .bind(j.per_minute.map(|n| n.millis()))
+    .bind(j.estimate.map(|n| n.millis()))
+    .bind(&j.encoder)
+    .bind(j.pct)
+    .bind(&j.failure_message)
+    .bind(j.attempts)
+    .bind(j.auto_confirm)
+    .bind(j.created_at)
+    .bind(j.queued_at)
+    .bind(j.started_at)
+    .bind(j.finished_at)
+    .bind(j.created_at)
+    .bind(j.kind.as_str())
+    .bind(j.priority)
+    .bind(j.price_factor.thousandths())
+    .bind(j.output_expiry_secs)
+    .bind(&j.callback_url)
+    .bind(&j.status_token_hash)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 #[async_trait]
 impl JobRepo for SqliteRepo {
     async fn insert_job(&self, j: &Job) -> DbResult<()> {
-        sqlx::query(
-            "INSERT INTO jobs (id, user_id, status, spec, ingest, source_url, input_key, input_size, output_key,
-               output_size, original_filename, source_filename, output_filename, external_id, metadata,
-               duration_sec, media_info, per_minute, estimate, encoder, pct, failure_message, attempts,
-               auto_confirm, created_at, queued_at, started_at, finished_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(j.id.to_string())
-        .bind(j.user_id.to_string())
-        .bind(j.status.as_str())
-        .bind(json(&j.spec))
-        .bind(j.ingest.as_str())
-        .bind(&j.source_url)
-        .bind(&j.input_key)
-        .bind(j.input_size)
-        .bind(&j.output_key)
-        .bind(j.output_size)
-        .bind(&j.original_filename)
-        .bind(&j.source_filename)
-        .bind(&j.output_filename)
-        .bind(&j.external_id)
-        .bind(j.metadata.as_ref().map(json))
-        .bind(j.duration_sec)
-        .bind(j.media_info.as_ref().map(json))
-        .bind(j.per_minute.map(|n| n.millis()))
-        .bind(j.estimate.map(|n| n.millis()))
-        .bind(&j.encoder)
-        .bind(j.pct)
-        .bind(&j.failure_message)
-        .bind(j.attempts)
-        .bind(j.auto_confirm)
-        .bind(j.created_at)
-        .bind(j.queued_at)
-        .bind(j.started_at)
-        .bind(j.finished_at)
-        .bind(j.created_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let mut conn = self.pool.acquire().await?;
+        insert_row(&mut conn, j).await
+    }
+
+    async fn insert_jobs(
+        &self,
+        batch: &[NewJob],
+        idem: Option<&IdempotentResponse>,
+    ) -> DbResult<Inserted> {
+        batch::insert_jobs(&self.pool, batch, idem).await
+    }
+
+    async fn jobs_by_ids(&self, ids: &[JobId], owner: UserId) -> DbResult<Vec<Job>> {
+        batch::jobs_by_ids(&self.pool, ids, owner).await
+    }
+
+    async fn enqueue_many(&self, items: &[EnqueueItem]) -> DbResult<BatchEnqueued> {
+        batch::enqueue_many(&self.pool, items).await
     }
 
     async fn job(&self, id: JobId, owner: Option<UserId>) -> DbResult<Option<Job>> {
@@ -189,7 +219,7 @@ impl JobRepo for SqliteRepo {
         Ok(Enqueued::Queued(job))
     }
 
-    async fn cancel(&self, id: JobId, owner: UserId) -> DbResult<Option<JobStatus>> {
+    async fn cancel(&self, id: JobId, owner: UserId) -> DbResult<Option<Canceled>> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         // Writing first takes the lock; the RETURNING clause gives the row as it is now.
@@ -213,11 +243,13 @@ impl JobRepo for SqliteRepo {
         let Some(row) = previous else {
             return Ok(None);
         };
+        let mut released = Neu::ZERO;
         let status = if canceled.is_some() {
-            Book::open(&mut tx, owner, now)
+            released = Book::open(&mut tx, owner, now)
                 .await?
                 .release(&mut tx, id, None)
                 .await?;
+            callbacks::queue(&mut tx, &id.to_string(), JobStatus::Canceled, now).await?;
             // The queue row, if any, tells whether it was waiting or running.
             let q = sqlx::query(
                 "DELETE FROM queue WHERE job_id = ? RETURNING lease_owner, lease_until",
@@ -240,7 +272,10 @@ impl JobRepo for SqliteRepo {
             JobStatus::parse(s).unwrap_or(JobStatus::Failed)
         };
         tx.commit().await?;
-        Ok(Some(status))
+        Ok(Some(Canceled {
+            previous: status,
+            released,
+        }))
     }
 
     async fn claim(
@@ -294,6 +329,7 @@ impl JobRepo for SqliteRepo {
                     let mut book = Book::open(&mut tx, owner, now).await?;
                     book.release(&mut tx, rows::parse_id(&job_id)?, None)
                         .await?;
+                    callbacks::queue(&mut tx, &job_id, JobStatus::Failed, now).await?;
                 }
                 tx.commit().await?;
                 continue;
@@ -370,7 +406,7 @@ impl JobRepo for SqliteRepo {
         if held.rows_affected() == 0 {
             return Ok(false);
         }
-        let (finished, cost) = match outcome {
+        let (finished, cost, status) = match outcome {
             Outcome::Success {
                 output_size,
                 duration_sec,
@@ -388,7 +424,7 @@ impl JobRepo for SqliteRepo {
                 .bind(id.to_string())
                 .fetch_optional(&mut *tx)
                 .await?;
-                (row, *cost)
+                (row, *cost, JobStatus::Success)
             }
             Outcome::Failed { message } => {
                 let row = sqlx::query(
@@ -401,13 +437,14 @@ impl JobRepo for SqliteRepo {
                 .bind(id.to_string())
                 .fetch_optional(&mut *tx)
                 .await?;
-                (row, Neu::ZERO)
+                (row, Neu::ZERO, JobStatus::Failed)
             }
         };
         if let Some(row) = &finished {
             let owner = rows::parse_id(row.try_get::<&str, _>("user_id")?)?;
             let mut book = Book::open(&mut tx, owner, now).await?;
             book.settle(&mut tx, id, cost).await?;
+            callbacks::queue(&mut tx, &id.to_string(), status, now).await?;
         }
         tx.commit().await?;
         Ok(finished.is_some())
@@ -430,6 +467,24 @@ impl JobRepo for SqliteRepo {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    async fn due_callbacks(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> DbResult<Vec<Callback>> {
+        callbacks::due(&self.pool, now, lease_until, limit).await
+    }
+
+    async fn callback_attempted(
+        &self,
+        id: i64,
+        error: Option<&str>,
+        retry_at: Option<i64>,
+    ) -> DbResult<()> {
+        callbacks::attempted(&self.pool, id, error, retry_at).await
     }
 
     async fn queue_depth(&self) -> DbResult<i64> {

@@ -3,6 +3,9 @@
 
 mod accounts;
 mod auth;
+mod batch;
+mod callbacks;
+mod idempotency;
 mod jobs;
 mod ledger;
 mod rows;

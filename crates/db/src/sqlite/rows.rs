@@ -1,7 +1,7 @@
 //! Row ↔ model mapping for SQLite.
 
 use crate::{model::*, DbError, DbResult};
-use convertrilo_core::{JobStatus, Neu, Scope, WireEnum};
+use convertrilo_core::{pricing::Factor, JobStatus, Neu, Scope, WireEnum};
 use sqlx::{sqlite::SqliteRow, Row};
 
 pub(super) fn parse_id<T: std::str::FromStr>(s: &str) -> DbResult<T> {
@@ -87,5 +87,14 @@ pub(super) fn job(row: &SqliteRow) -> DbResult<Job> {
         queued_at: row.try_get("queued_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
+        kind: {
+            let kind: &str = row.try_get("kind")?;
+            JobKind::parse(kind).ok_or_else(|| DbError::Corrupt(format!("kind {kind}")))?
+        },
+        priority: row.try_get("priority")?,
+        price_factor: Factor::from_thousandths(row.try_get("price_factor")?),
+        output_expiry_secs: row.try_get("output_expiry_secs")?,
+        callback_url: row.try_get("callback_url")?,
+        status_token_hash: row.try_get("status_token_hash")?,
     })
 }

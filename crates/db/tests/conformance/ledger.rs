@@ -349,7 +349,12 @@ async fn failure_cancel_and_give_up_release_everything() {
     let queued = new_job(&repos, a).await;
     enqueue(&repos, queued, whole(3)).await;
     assert_eq!(
-        repos.jobs.cancel(queued, a).await.unwrap(),
+        repos
+            .jobs
+            .cancel(queued, a)
+            .await
+            .unwrap()
+            .map(|c| c.previous),
         Some(JobStatus::Queued)
     );
     assert_eq!(check(&repos, a).await.available, whole(20));
@@ -361,7 +366,12 @@ async fn failure_cancel_and_give_up_release_everything() {
     assert_eq!(check(&repos, a).await.reserved, whole(3));
     repos.jobs.claim("w", LEASE, 3).await.unwrap().unwrap();
     assert_eq!(
-        repos.jobs.cancel(running, a).await.unwrap(),
+        repos
+            .jobs
+            .cancel(running, a)
+            .await
+            .unwrap()
+            .map(|c| c.previous),
         Some(JobStatus::Running)
     );
     assert!(!repos
@@ -377,12 +387,22 @@ async fn failure_cancel_and_give_up_release_everything() {
         .await
         .unwrap();
     assert_eq!(
-        repos.jobs.cancel(created, a).await.unwrap(),
+        repos
+            .jobs
+            .cancel(created, a)
+            .await
+            .unwrap()
+            .map(|c| c.previous),
         Some(JobStatus::Created)
     );
     // Canceling again moves nothing.
     assert_eq!(
-        repos.jobs.cancel(created, a).await.unwrap(),
+        repos
+            .jobs
+            .cancel(created, a)
+            .await
+            .unwrap()
+            .map(|c| c.previous),
         Some(JobStatus::Canceled)
     );
     let b = check(&repos, a).await;

@@ -154,7 +154,12 @@ async fn reserved_trial_tokens_survive_expiry_but_expire_when_released() {
 
     // Releasing reserved trial tokens after expiry expires them.
     assert_eq!(
-        repos.jobs.cancel(canceled, a).await.unwrap(),
+        repos
+            .jobs
+            .cancel(canceled, a)
+            .await
+            .unwrap()
+            .map(|c| c.previous),
         Some(JobStatus::Running)
     );
     let b = check(&repos, a).await;

@@ -1,6 +1,16 @@
 //! Parse, don't validate: JSON request bodies become typed requests, or a list of issues that
 //! names every offending field at once (not just the first, as serde would).
 
+mod bulk;
+mod ondemand;
+mod public;
+
+pub use bulk::{
+    parse_bulk, parse_bulk_confirm, BulkConfirm, BulkCreate, BulkSettings, MAX_BULK_JOBS,
+};
+pub use ondemand::{parse_ondemand, OnDemandCreate, OutputRequest};
+pub use public::{parse_public_create, PublicCreate};
+
 use crate::spec::*;
 use crate::WireEnum;
 use serde::Serialize;
@@ -31,6 +41,32 @@ pub struct JobCreate {
     pub external_id: Option<String>,
     pub metadata: Option<Map<String, Value>>,
     pub confirm: bool,
+}
+
+/// Settings that replace the same fields of a spec (bulk `settings`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpecOverrides {
+    pub container: Option<Container>,
+    pub quality: Option<Quality>,
+    pub optimize: Option<Optimize>,
+    pub vmaf_target: Option<f64>,
+}
+
+impl SpecOverrides {
+    pub fn apply(&self, spec: &mut EncodeSpec) {
+        if let Some(v) = self.container {
+            spec.container = v;
+        }
+        if let Some(v) = self.quality {
+            spec.quality = Some(v);
+        }
+        if let Some(v) = self.optimize {
+            spec.optimize = v;
+        }
+        if let Some(v) = self.vmaf_target {
+            spec.vmaf_target = Some(v);
+        }
+    }
 }
 
 /// Reads fields of one JSON object, collecting issues as it goes.
@@ -188,20 +224,59 @@ impl<'a> Fields<'a> {
         self.int(name, 1, 2, false).map(|p| p as u8)
     }
 
+    /// preset, bitrateTier, passes and policy, when given.
+    fn knobs(&mut self, spec: &mut EncodeSpec) {
+        if let Some(v) = self.wire::<Preset>("preset", false) {
+            spec.preset = v;
+        }
+        if let Some(v) = self.wire::<BitrateTier>("bitrateTier", false) {
+            spec.bitrate_tier = v;
+        }
+        if let Some(v) = self.passes("passes") {
+            spec.passes = v;
+        }
+        if let Some(v) = self.wire::<Policy>("policy", false) {
+            spec.policy = v;
+        }
+    }
+
     /// Applies the optional overrides shared by create, approve and confirm.
     fn overrides(&mut self, spec: &mut EncodeSpec, vmaf_range: (f64, f64)) {
-        if let Some(v) = self.wire::<Container>("container", false) {
-            spec.container = v;
+        self.read_overrides(vmaf_range).apply(spec);
+    }
+
+    /// Reads the overrides without applying them (bulk `settings`).
+    fn read_overrides(&mut self, vmaf_range: (f64, f64)) -> SpecOverrides {
+        SpecOverrides {
+            container: self.wire::<Container>("container", false),
+            quality: self.wire::<Quality>("quality", false),
+            optimize: self.wire::<Optimize>("optimize", false),
+            vmaf_target: self.number("vmafTarget", vmaf_range.0, vmaf_range.1),
         }
-        if let Some(v) = self.wire::<Quality>("quality", false) {
-            spec.quality = Some(v);
+    }
+
+    /// `metadata`, size-capped.
+    fn metadata(&mut self) -> Option<Map<String, Value>> {
+        let metadata = self.object("metadata");
+        if let Some(m) = &metadata {
+            let size = serde_json::to_vec(m).map(|v| v.len()).unwrap_or(0);
+            if size > METADATA_MAX_BYTES {
+                self.issue(
+                    "metadata",
+                    format!("is {size} bytes as JSON; the limit is {METADATA_MAX_BYTES}"),
+                );
+            }
         }
-        if let Some(v) = self.wire::<Optimize>("optimize", false) {
-            spec.optimize = v;
+        metadata
+    }
+
+    /// An optional http(s) URL field.
+    fn http_url(&mut self, name: &str) -> Option<String> {
+        let url = self.string(name, 4096)?;
+        if !is_http_url(&url) {
+            self.issue(name, "must be an http:// or https:// URL with a host");
         }
-        if let Some(v) = self.number("vmafTarget", vmaf_range.0, vmaf_range.1) {
-            spec.vmaf_target = Some(v);
-        }
+        Some(url)
     }
 
     fn finish<T>(self, value: T) -> Result<T, Vec<Issue>> {
@@ -252,18 +327,7 @@ pub fn parse_job_create(body: &Value) -> Result<JobCreate, Vec<Issue>> {
         resolution.unwrap_or(Resolution::P720),
         fps.unwrap_or(30) as u32,
     );
-    if let Some(v) = f.wire::<Preset>("preset", false) {
-        spec.preset = v;
-    }
-    if let Some(v) = f.wire::<BitrateTier>("bitrateTier", false) {
-        spec.bitrate_tier = v;
-    }
-    if let Some(v) = f.passes("passes") {
-        spec.passes = v;
-    }
-    if let Some(v) = f.wire::<Policy>("policy", false) {
-        spec.policy = v;
-    }
+    f.knobs(&mut spec);
     f.overrides(&mut spec, (50.0, 99.0));
 
     let source_url = f.string("sourceUrl", 4096);
@@ -287,16 +351,7 @@ pub fn parse_job_create(body: &Value) -> Result<JobCreate, Vec<Issue>> {
     };
     let original_filename = f.string("originalFilename", 255);
     let external_id = f.string("externalId", EXTERNAL_ID_MAX);
-    let metadata = f.object("metadata");
-    if let Some(m) = &metadata {
-        let size = serde_json::to_vec(m).map(|v| v.len()).unwrap_or(0);
-        if size > METADATA_MAX_BYTES {
-            f.issue(
-                "metadata",
-                format!("is {size} bytes as JSON; the limit is {METADATA_MAX_BYTES}"),
-            );
-        }
-    }
+    let metadata = f.metadata();
     let confirm = f.boolean("confirm").unwrap_or(false);
     f.finish(JobCreate {
         spec,
