@@ -65,6 +65,20 @@ pub struct Config {
     pub bootstrap_admin_email: String,
     /// Log filter (`info`, `convertrilo=debug`, …).
     pub log: String,
+    /// Serve the unauthenticated `/public/jobs…` endpoints (free, capped encodes).
+    pub public_jobs_enabled: bool,
+    /// Longest source a public job may encode.
+    pub public_max_duration_secs: u64,
+    /// Largest source a public job may upload or fetch.
+    pub public_max_source_bytes: u64,
+    /// Requests per minute per client IP across the public endpoints.
+    pub public_rate_limit_per_minute: u32,
+    /// How long an `Idempotency-Key` and its response are kept.
+    pub idempotency_retention_hours: u64,
+    /// Attempts at a job's one-off `webhook` callback before giving up.
+    pub callback_max_attempts: i32,
+    /// Wait before the first callback retry; later ones wait 6, 24 and 120 times as long.
+    pub callback_retry_secs: u64,
 }
 
 impl Default for Config {
@@ -97,6 +111,13 @@ impl Default for Config {
             bootstrap_grant_neu: Neu::from_whole(1000),
             bootstrap_admin_email: "admin@localhost".into(),
             log: "info".into(),
+            public_jobs_enabled: false,
+            public_max_duration_secs: 120,
+            public_max_source_bytes: 200 * 1024 * 1024,
+            public_rate_limit_per_minute: 20,
+            idempotency_retention_hours: 24,
+            callback_max_attempts: 4,
+            callback_retry_secs: 5,
         }
     }
 }

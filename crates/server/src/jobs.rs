@@ -9,13 +9,18 @@ use axum::http::StatusCode;
 use convertrilo_core::{
     filename,
     neu::total_price,
+    pricing::Factor,
     request::{JobCreate, SourceRequest},
-    spec::Optimize,
+    spec::{Optimize, Priority},
     time::now_ms,
     EncodeSpec, ErrorCode, JobId, JobStatus, Neu, UserId,
 };
-use convertrilo_db::{Enqueued, EstimateUpdate, Ingest, Job, Reservation};
+use convertrilo_db::{
+    Enqueued, EstimateUpdate, IdempotentResponse, Ingest, Inserted, Job, JobKind, NewJob,
+    Reservation,
+};
 use convertrilo_media::{choose_encoder, probe, MediaError, MediaInfo, ProcessError};
+use serde_json::{Map, Value};
 use std::time::Duration;
 
 /// Checks that the spec can be served by this server, with a message that says what to change.
@@ -46,48 +51,100 @@ pub fn job_of_upload_slot(key: &str) -> Option<JobId> {
     (upload_slot(id) == key).then_some(id)
 }
 
-pub async fn create(state: &AppState, owner: UserId, req: JobCreate) -> AppResult<Job> {
-    check_spec(state, &req.spec)?;
-    let (ingest, source_url) = match &req.source {
-        SourceRequest::Upload => (Ingest::Upload, None),
-        SourceRequest::Url(url) => {
-            let parsed = reqwest::Url::parse(url)
-                .map_err(|e| AppError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidUrl, format!("sourceUrl is not a valid URL: {e}")))?;
-            if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-                return Err(AppError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidUrl, "sourceUrl must be an http or https URL"));
-            }
-            (Ingest::Url, Some(parsed.to_string()))
+/// What a job is to be, on any surface, before it exists.
+pub struct Draft {
+    pub spec: EncodeSpec,
+    pub source: SourceRequest,
+    pub original_filename: Option<String>,
+    pub external_id: Option<String>,
+    pub metadata: Option<Map<String, Value>>,
+    /// Probe, price and queue now (a URL source), or as soon as the upload arrives.
+    pub confirm: bool,
+    pub kind: JobKind,
+    pub priority: Priority,
+    pub price_factor: Factor,
+    pub output_expiry_secs: Option<i64>,
+    pub callback_url: Option<String>,
+    pub status_token_hash: Option<String>,
+}
+
+impl Draft {
+    /// A `POST /jobs` (or bulk item) request.
+    pub fn standard(req: JobCreate) -> Draft {
+        Draft {
+            spec: req.spec,
+            source: req.source,
+            original_filename: req.original_filename,
+            external_id: req.external_id,
+            metadata: req.metadata,
+            confirm: req.confirm,
+            kind: JobKind::Standard,
+            priority: Priority::Normal,
+            price_factor: Factor::ONE,
+            output_expiry_secs: None,
+            callback_url: None,
+            status_token_hash: None,
         }
+    }
+}
+
+/// Checks a source URL's shape (network checks happen when it is fetched).
+pub fn check_source_url(url: &str) -> AppResult<String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| {
+        AppError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidUrl,
+            format!("sourceUrl is not a valid URL: {e}"),
+        )
+    })?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidUrl,
+            "sourceUrl must be an http or https URL",
+        ));
+    }
+    Ok(parsed.to_string())
+}
+
+/// Builds the job a draft describes, probing and pricing it first when it is to be queued
+/// at once. Nothing is written: the caller inserts the result (with its idempotent
+/// response, when there is one) in one transaction.
+pub async fn prepare(state: &AppState, owner: UserId, d: Draft) -> AppResult<NewJob> {
+    check_spec(state, &d.spec)?;
+    let (ingest, source_url) = match &d.source {
+        SourceRequest::Upload => (Ingest::Upload, None),
+        SourceRequest::Url(url) => (Ingest::Url, Some(check_source_url(url)?)),
         SourceRequest::S3(_) => {
             return Err(AppError::bad_request(
                 "sourceS3 ingest is not available on this server yet; give a sourceUrl, or leave the source out to upload the file",
             ))
         }
     };
-    let source_filename = req
+    let source_filename = d
         .original_filename
         .as_deref()
         .and_then(filename::sanitize)
         .or_else(|| source_url.as_deref().and_then(filename::from_url));
     let id = JobId::new();
-    let job = Job {
+    let mut job = Job {
         id,
         user_id: owner,
         status: JobStatus::Created,
-        output_filename: filename::output_name(source_filename.as_deref(), &req.spec),
+        output_filename: filename::output_name(source_filename.as_deref(), &d.spec),
         // No extension: approve/confirm may still change the container. Downloads take their
         // type and name from the signed file name.
         output_key: format!("outputs/{id}/output"),
-        spec: req.spec,
+        spec: d.spec,
         ingest,
         source_url,
         input_key: upload_slot(id),
         input_size: None,
         output_size: None,
-        original_filename: req.original_filename,
+        original_filename: d.original_filename,
         source_filename,
-        external_id: req.external_id,
-        metadata: req.metadata,
+        external_id: d.external_id,
+        metadata: d.metadata,
         duration_sec: None,
         output_duration_sec: None,
         media_info: None,
@@ -97,26 +154,79 @@ pub async fn create(state: &AppState, owner: UserId, req: JobCreate) -> AppResul
         pct: None,
         failure_message: None,
         attempts: 0,
-        auto_confirm: req.confirm && ingest == Ingest::Upload,
+        auto_confirm: d.confirm && ingest == Ingest::Upload,
         created_at: now_ms(),
         queued_at: None,
         started_at: None,
         finished_at: None,
+        kind: d.kind,
+        priority: d.priority.queue_rank() + kind_rank(d.kind),
+        price_factor: d.price_factor,
+        output_expiry_secs: d.output_expiry_secs,
+        callback_url: d.callback_url,
+        status_token_hash: d.status_token_hash,
     };
-    state.repos.jobs.insert_job(&job).await?;
-    if req.confirm && ingest == Ingest::Url {
-        // Probe, price and queue before answering; if any of it fails the job is removed, so
-        // the client never holds an error for a job it cannot see.
-        let queued = match estimate(state, &job, &job.spec).await {
-            Ok(update) => enqueue(state, &job, update).await,
-            Err(e) => Err(e),
-        };
-        if queued.is_err() {
-            state.repos.jobs.delete_created(job.id).await?;
-        }
-        return queued;
+    let mut reserve = None;
+    if d.confirm && ingest == Ingest::Url {
+        // Probe and price before anything is written: a source that cannot be read is an
+        // error for the request, and no job is left behind.
+        let update = estimate(state, &job, &job.spec).await?;
+        reserve = update.estimate.filter(|e| *e > Neu::ZERO);
+        apply_estimate(&mut job, update);
+        job.status = JobStatus::Queued;
+        job.queued_at = Some(now_ms());
     }
-    Ok(job)
+    Ok(NewJob { job, reserve })
+}
+
+/// The largest source the job may upload or fetch.
+pub fn source_limit(state: &AppState, job: &Job) -> u64 {
+    match job.kind {
+        JobKind::Public => state
+            .config
+            .public_max_source_bytes
+            .min(state.config.max_upload_bytes),
+        JobKind::Standard | JobKind::OnDemand => state.config.max_upload_bytes,
+    }
+}
+
+/// Free public jobs wait behind paying ones.
+fn kind_rank(kind: JobKind) -> i32 {
+    match kind {
+        JobKind::Public => -1,
+        JobKind::Standard | JobKind::OnDemand => 0,
+    }
+}
+
+fn apply_estimate(job: &mut Job, u: EstimateUpdate) {
+    job.spec = u.spec;
+    job.output_filename = u.output_filename;
+    job.duration_sec = u.duration_sec;
+    job.media_info = u.media_info;
+    job.per_minute = u.per_minute;
+    job.estimate = u.estimate;
+}
+
+/// Writes prepared jobs (and the idempotent response) in one transaction, waking a worker
+/// when any is queued.
+pub async fn insert(
+    state: &AppState,
+    batch: &[NewJob],
+    idem: Option<&IdempotentResponse>,
+) -> AppResult<()> {
+    match state.repos.jobs.insert_jobs(batch, idem).await? {
+        Inserted::Done => {
+            if batch.iter().any(|n| n.job.status == JobStatus::Queued) {
+                state.queue_wake.notify_one();
+            }
+            Ok(())
+        }
+        Inserted::Insufficient {
+            required,
+            available,
+        } => Err(AppError::insufficient_tokens(required, available)),
+        Inserted::KeyLost => Err(crate::idempotency::key_lost()),
+    }
 }
 
 /// Where ffprobe can read the job's input, once there is one.
@@ -174,7 +284,16 @@ pub async fn estimate(state: &AppState, job: &Job, spec: &EncodeSpec) -> AppResu
             (d, serde_json::to_value(&info).map_err(AppError::internal)?)
         }
     };
-    let per_minute = state.config.pricing.per_minute(spec);
+    if job.kind == JobKind::Public && duration > state.config.public_max_duration_secs as f64 {
+        return Err(AppError::bad_request(format!(
+            "the source is {duration:.1} s long; public jobs take at most {} s",
+            state.config.public_max_duration_secs
+        )));
+    }
+    let per_minute = state
+        .config
+        .pricing
+        .per_minute_times(spec, job.price_factor);
     Ok(EstimateUpdate {
         spec: spec.clone(),
         output_filename: filename::output_name(job.source_filename.as_deref(), spec),
@@ -207,28 +326,38 @@ pub async fn reserve_estimate(state: &AppState, job: &Job, estimate: Neu) -> App
 /// Queues a `created` job. A failed probe does not stop it: the worker probes again and
 /// fails the job with a message the user can act on.
 pub async fn confirm(state: &AppState, job: Job, spec: Option<EncodeSpec>) -> AppResult<Job> {
+    let update = confirm_update(state, &job, spec).await?;
+    enqueue(state, &job, update).await
+}
+
+/// What confirming `job` (with `spec`, else its own) writes: checks, probe and price.
+pub async fn confirm_update(
+    state: &AppState,
+    job: &Job,
+    spec: Option<EncodeSpec>,
+) -> AppResult<EstimateUpdate> {
     let spec = spec.unwrap_or_else(|| job.spec.clone());
     check_spec(state, &spec)?;
     if job.ingest == Ingest::Upload && job.input_size.is_none() {
         return Err(AppError::bad_request("the source has not been uploaded yet: PUT the file to the job's upload.url, then confirm"));
     }
-    let update = match estimate(state, &job, &spec).await {
-        Ok(u) => u,
-        Err(e) if e.code == ErrorCode::ProbeFailed => {
+    match estimate(state, job, &spec).await {
+        Ok(u) => Ok(u),
+        // A public job is free: it is only queued once its source is known to be in limits.
+        Err(e) if e.code == ErrorCode::ProbeFailed && job.kind != JobKind::Public => {
             tracing::info!(job = %job.id, reason = %e.message, "queueing a job whose probe failed; the worker will report it");
             let output_filename = filename::output_name(job.source_filename.as_deref(), &spec);
-            EstimateUpdate {
+            Ok(EstimateUpdate {
                 spec,
                 output_filename,
                 duration_sec: None,
                 media_info: None,
                 per_minute: None,
                 estimate: None,
-            }
+            })
         }
-        Err(e) => return Err(e),
-    };
-    enqueue(state, &job, update).await
+        Err(e) => Err(e),
+    }
 }
 
 /// `created` → `queued` with the estimate reserved, waking a worker.
@@ -236,7 +365,7 @@ async fn enqueue(state: &AppState, job: &Job, update: EstimateUpdate) -> AppResu
     match state
         .repos
         .jobs
-        .enqueue(job.id, Some(&update), 0, update.estimate)
+        .enqueue(job.id, Some(&update), job.priority, update.estimate)
         .await?
     {
         Enqueued::Queued(queued) => {

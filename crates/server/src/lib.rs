@@ -4,8 +4,11 @@
 //! Only this crate knows axum.
 
 pub mod accounts;
+pub mod callbacks;
 pub mod config;
+pub mod housekeeping;
 pub mod http;
+pub mod idempotency;
 pub mod jobs;
 pub mod ratelimit;
 pub mod session;

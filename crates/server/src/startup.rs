@@ -124,8 +124,18 @@ impl Application {
             http: http_client,
             sessions: crate::session::SessionKeys::new(jwt_secret.into_bytes()),
             limits: crate::ratelimit::RateLimiter::default(),
+            public_owner: None,
         };
         let bootstrap = bootstrap(&state).await?;
+        let mut state = state;
+        if state.config.public_jobs_enabled {
+            state.public_owner = Some(public_owner(&state.repos).await?);
+            tracing::info!(
+                max_duration_secs = state.config.public_max_duration_secs,
+                max_source_bytes = state.config.public_max_source_bytes,
+                "public jobs are enabled: anyone who can reach this server may encode short clips for free"
+            );
+        }
 
         let shutdown = CancellationToken::new();
         let (mut workers, mut swept_scratch_dirs) = (Vec::new(), 0);
@@ -147,6 +157,8 @@ impl Application {
                 shutdown.clone(),
             );
         }
+        workers.push(crate::callbacks::spawn(state.clone(), shutdown.clone()));
+        workers.push(crate::housekeeping::spawn(state.clone(), shutdown.clone()));
         let router = http::router(state.clone());
         Ok(Application {
             listener,
@@ -199,6 +211,31 @@ impl Application {
             let _ = w.await;
         }
         Ok(())
+    }
+}
+
+/// The system account public jobs belong to: no tokens, no keys, a password nobody knows.
+const PUBLIC_OWNER_EMAIL: &str = "public-jobs@convertrilo.invalid";
+
+async fn public_owner(repos: &Repos) -> anyhow::Result<convertrilo_core::UserId> {
+    if let Some(u) = repos.accounts.user_by_email(PUBLIC_OWNER_EMAIL).await? {
+        return Ok(u.id);
+    }
+    let password: String = rand::thread_rng()
+        .sample_iter(&Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect();
+    match accounts::create_user(repos, PUBLIC_OWNER_EMAIL, &password, false, None, None).await {
+        Ok(u) => Ok(u.id),
+        // Another process created it at the same moment.
+        Err(accounts::AccountError::Exists(_)) => repos
+            .accounts
+            .user_by_email(PUBLIC_OWNER_EMAIL)
+            .await?
+            .map(|u| u.id)
+            .ok_or_else(|| anyhow::anyhow!("the public jobs account vanished")),
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -27,6 +27,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     pub sessions: crate::session::SessionKeys,
     pub limits: crate::ratelimit::RateLimiter,
+    /// The system account public jobs belong to; `None` while public jobs are off.
+    pub public_owner: Option<convertrilo_core::UserId>,
 }
 
 /// Cancellation handles of the jobs this process is encoding, so that a cancel request can

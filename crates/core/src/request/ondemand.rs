@@ -68,7 +68,7 @@ pub fn parse_ondemand(body: &Value) -> Result<OnDemandCreate, Vec<Issue>> {
     let webhook = f.http_url("webhook");
     let s3 = f.object("outputS3");
     let drive = f.object("outputGoogleDrive");
-    let dropbox = f.get("outputDropbox").is_some();
+    let dropbox = f.object("outputDropbox").is_some();
     let output = match (dropbox, s3, drive) {
         (true, _, _) => OutputRequest::Dropbox,
         (false, Some(_), Some(_)) => {

@@ -25,9 +25,7 @@ pub(super) async fn insert_jobs(
     batch: &[NewJob],
     idem: Option<&IdempotentResponse>,
 ) -> DbResult<Inserted> {
-    let Some(owner) = single_owner(batch.iter().map(|n| n.job.user_id))? else {
-        return Ok(Inserted::Done);
-    };
+    let owner = single_owner(batch.iter().map(|n| n.job.user_id))?;
     let now = now_ms();
     let mut tx = pool.begin().await?;
     // Saving the response is a write, so it also takes SQLite's write lock before anything is
@@ -42,7 +40,7 @@ pub(super) async fn insert_jobs(
         .filter_map(|n| n.reserve)
         .map(Neu::millis)
         .sum();
-    let mut book = if total > 0 {
+    let mut book = if let (Some(owner), true) = (owner, total > 0) {
         let book = Book::open(&mut tx, owner, now).await?;
         let available = book.balance().available;
         if total > available.millis() {

@@ -173,7 +173,7 @@ async fn idempotency_keys_replay_conflict_and_hand_over() {
     assert_eq!(
         repos
             .jobs
-            .insert_jobs(&[n.clone()], Some(&lost))
+            .insert_jobs(std::slice::from_ref(&n), Some(&lost))
             .await
             .unwrap(),
         Inserted::KeyLost
@@ -187,7 +187,7 @@ async fn idempotency_keys_replay_conflict_and_hand_over() {
     assert_eq!(
         repos
             .jobs
-            .insert_jobs(&[n.clone()], Some(&saved))
+            .insert_jobs(std::slice::from_ref(&n), Some(&saved))
             .await
             .unwrap(),
         Inserted::Done

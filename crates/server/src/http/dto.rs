@@ -213,16 +213,30 @@ fn upload_link(state: &AppState, job: &Job) -> String {
     state.signer.upload_url(&upload_slot(job.id), expires)
 }
 
+/// A signed link to a finished job's output and when it expires (Unix seconds). A job with
+/// an output expiry (on-demand `outputExpiry`) is downloadable until that long after it
+/// finished, and not after; other jobs get a fresh link of the configured lifetime.
+pub fn download_link(state: &AppState, job: &Job) -> Option<(String, i64)> {
+    if job.status != JobStatus::Success {
+        return None;
+    }
+    let now = convertrilo_core::time::now_ms() / 1000;
+    let expires = match (job.output_expiry_secs, job.finished_at) {
+        (Some(expiry), Some(finished)) => finished / 1000 + expiry,
+        _ => now + state.config.download_url_ttl_secs as i64,
+    };
+    (expires > now).then(|| {
+        let url = state
+            .signer
+            .download_url(&job.output_key, expires, &job.output_filename);
+        (url, expires)
+    })
+}
+
 impl StatusResponse {
     /// `reserved` and `charged` are the job's ledger totals.
     pub fn of(state: &AppState, job: &Job, reserved: Neu, charged: Neu) -> Self {
-        let download_url = (job.status == JobStatus::Success).then(|| {
-            let expires =
-                convertrilo_core::time::now_ms() / 1000 + state.config.download_url_ttl_secs as i64;
-            state
-                .signer
-                .download_url(&job.output_key, expires, &job.output_filename)
-        });
+        let download_url = download_link(state, job).map(|(url, _)| url);
         let upload_url = (job.status == JobStatus::Created && job.ingest == Ingest::Upload)
             .then(|| upload_link(state, job));
         Self {

@@ -17,6 +17,9 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::auth::router())
         .merge(routes::api_keys::router())
         .merge(routes::jobs::router())
+        .merge(routes::bulk::router())
+        .merge(routes::ondemand::router())
+        .merge(routes::public::router())
         .merge(routes::tokens::router())
         .merge(routes::docs::router())
         .layer(DefaultBodyLimit::max(state.config.json_body_limit_bytes));

@@ -202,7 +202,7 @@ async fn execute(
                 .ok_or_else(|| Failure::Fatal("the job has no source URL".into()))?;
             let dest = dir.path().join("source");
             tokio::select! {
-                r = fetch::download(&state.http, url, &dest, state.config.max_upload_bytes) => match r {
+                r = fetch::download(&state.http, url, &dest, crate::jobs::source_limit(state, job)) => match r {
                     Ok(bytes) => tracing::info!(bytes, "source downloaded"),
                     Err(e) if e.is_transient() => return Err(Failure::Retry(e.to_string())),
                     Err(e) => return Err(Failure::Fatal(e.to_string())),
@@ -223,7 +223,10 @@ async fn execute(
     };
     // Price what was actually fetched and probed, and hold that much before any work: the
     // estimate taken at confirm may be missing (its probe failed) or describe other bytes.
-    let per_minute = state.config.pricing.per_minute(&job.spec);
+    let per_minute = state
+        .config
+        .pricing
+        .per_minute_times(&job.spec, job.price_factor);
     hold(
         state,
         job,

@@ -324,3 +324,137 @@ pub fn fps(video: &Value) -> f64 {
 pub fn job_spec(codec: &str, resolution: &str, fps: u32, container: &str) -> Value {
     json!({ "codec": codec, "resolution": resolution, "fps": fps, "container": container })
 }
+
+/// A webhook receiver on a random loopback port: records every POST (body as JSON) and
+/// answers the first `fail_first` of them with 500.
+pub struct Receiver {
+    pub base: String,
+    pub received: std::sync::Arc<std::sync::Mutex<Vec<Value>>>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Receiver {
+    pub async fn start(fail_first: usize) -> Receiver {
+        use std::sync::{
+            atomic::{AtomicUsize, Ordering},
+            Arc, Mutex,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (rec, calls2) = (received.clone(), calls.clone());
+        let router = axum::Router::new().fallback(move |body: axum::body::Bytes| {
+            let (rec, calls) = (rec.clone(), calls2.clone());
+            async move {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                if n < fail_first {
+                    return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                rec.lock().unwrap().push(v);
+                axum::http::StatusCode::OK
+            }
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Receiver {
+            base,
+            received,
+            stop: Some(stop),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}/hook", self.base)
+    }
+
+    /// Waits until `n` deliveries arrived; returns them.
+    pub async fn wait_for(&self, n: usize, limit: Duration) -> Vec<Value> {
+        let start = Instant::now();
+        loop {
+            let got = self.received.lock().unwrap().clone();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "only {} of {n} callbacks arrived: {got:?}",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+impl TestApp {
+    /// POST with extra headers; returns status, headers and the raw body.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: &Value,
+        headers: &[(&str, &str)],
+    ) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+        let mut req = self
+            .client
+            .post(self.url(path))
+            .header("X-API-Key", &self.api_key)
+            .json(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        (status, headers, r.bytes().await.unwrap().to_vec())
+    }
+
+    pub async fn balance(&self) -> Value {
+        let (code, b) = self.get("/tokens/balance").await;
+        assert_eq!(code, 200, "{b}");
+        b
+    }
+}
+
+/// A short generated clip with audio, made once per test directory.
+pub fn small_clip(dir: &Path, name: &str, secs: u32) -> PathBuf {
+    let path = dir.join(name);
+    if !path.exists() {
+        let d = secs.to_string();
+        make_clip(
+            &path,
+            &[
+                "-f",
+                "lavfi",
+                "-i",
+                &format!("testsrc2=size=320x240:rate=25:duration={d}"),
+                "-f",
+                "lavfi",
+                "-i",
+                &format!("sine=frequency=440:duration={d}"),
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+                "-c:a",
+                "aac",
+                "-shortest",
+            ],
+        );
+    }
+    path
+}

@@ -3,10 +3,14 @@
 
 mod auth;
 mod billing;
+mod bulk;
 mod cancel;
 mod encode;
 mod errors;
 mod files;
 mod helpers;
+mod idempotency;
+mod ondemand;
 mod openapi;
+mod public;
 mod sdk;

@@ -91,6 +91,16 @@ async fn generated_spec_matches_the_contract() {
         ("/tokens/reserve", "post"),
         ("/tokens/release", "post"),
         ("/tokens/deduct", "post"),
+        ("/jobs/bulk", "post"),
+        ("/jobs/bulk/status", "get"),
+        ("/jobs/bulk/confirm", "post"),
+        ("/ondemand/encode", "post"),
+        ("/ondemand/status/{jobId}", "get"),
+        ("/ondemand/{jobId}", "delete"),
+        ("/public/jobs", "post"),
+        ("/public/jobs/{id}/probe-duration", "get"),
+        ("/public/jobs/{id}/confirm", "post"),
+        ("/public/jobs/{id}/status", "get"),
     ];
     for (path, method) in implemented {
         assert!(
@@ -146,6 +156,13 @@ async fn generated_spec_matches_the_contract() {
         ("TokenBalanceResponse", "TokenBalanceResponse"),
         ("TokenReserveRequest", "TokenReserveRequest"),
         ("TokenReserveRequest", "TokenDeductRequest"),
+        ("BulkCreateRequest", "BulkCreateRequest"),
+        ("BulkCreateResponse", "BulkCreateResponse"),
+        ("BulkStatusResponse", "BulkStatusResponse"),
+        ("BulkConfirmRequest", "BulkConfirmRequest"),
+        ("OnDemandEncodeRequest", "OnDemandEncodeRequest"),
+        ("OnDemandEncodeResponse", "OnDemandEncodeResponse"),
+        ("OnDemandStatusResponse", "OnDemandStatusResponse"),
     ] {
         let (o, t) = (schema(&ours, our_name), schema(&theirs, their_name));
         for (field, their_field) in t["properties"].as_object().unwrap() {
@@ -172,7 +189,7 @@ async fn generated_spec_matches_the_contract() {
 /// issue naming it (an undocumented or ignored field would pass silently).
 #[tokio::test]
 async fn documented_request_fields_are_validated() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|c| c.public_jobs_enabled = true).await;
     let ours: Value = app
         .client
         .get(app.url("/openapi.json"))
@@ -191,16 +208,21 @@ async fn documented_request_fields_are_validated() {
             format!("/jobs/{id}/approve-unified"),
         ),
         ("ConfirmRequest", format!("/jobs/{id}/confirm")),
+        ("OnDemandEncodeRequest", "/ondemand/encode".to_string()),
+        ("PublicJobCreateRequest", "/public/jobs".to_string()),
     ] {
         for field in schema(&ours, schema_name)["properties"]
             .as_object()
             .unwrap()
             .keys()
         {
-            let mut body = job_spec("h264", "480p", 30, "mp4");
-            if schema_name != "JobCreateRequest" {
-                body = json!({});
-            }
+            let mut body = match schema_name {
+                "JobCreateRequest" | "PublicJobCreateRequest" => {
+                    job_spec("h264", "480p", 30, "mp4")
+                }
+                "OnDemandEncodeRequest" => json!({"sourceUrl": "http://127.0.0.1:9/a.mp4"}),
+                _ => json!({}),
+            };
             body[field] = json!([1]);
             let (code, err) = app.post(&path, body).await;
             assert_eq!(

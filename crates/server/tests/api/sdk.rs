@@ -96,5 +96,28 @@ async fn official_sdk_runs_unmodified() {
         out["missing"]
     );
     assert!(out["missing"].as_str().unwrap().contains("not_found"));
+
+    let bulk = &out["bulk"];
+    assert_eq!(bulk["totalJobs"], 2, "{bulk}");
+    assert_eq!(bulk["jobs"][2]["status"], "rejected");
+    assert_eq!(bulk["jobs"][0]["externalId"], "bulk-1");
+    let st = &out["bulkStatus"];
+    assert_eq!(st["jobs"].as_array().unwrap().len(), 2, "{st}");
+    assert_eq!(st["jobs"][1]["outputFilename"], "bigbuckbunny-480p.mov");
+    assert_eq!(st["missing"][0], "01900000-0000-7000-8000-000000000000");
+    let bc = &out["bulkConfirm"];
+    assert_eq!(bc["queued"], 1, "the URL job is queued, the upload job waits: {bc}");
+    assert!(out["onDemandUrl"].as_str().unwrap().contains("/files/"));
+    let od = &out["onDemand"];
+    assert_eq!(od["status"], "queued", "{od}");
+    assert_eq!(od["pricing"]["multiplier"], 2.0);
+    assert_eq!(out["onDemandStatus"]["externalId"], "od-2");
+    assert_eq!(out["onDemandCancel"]["ok"], true);
+    let released = out["onDemandCancel"]["released"].as_f64().unwrap();
+    assert!(
+        (released - od["pricing"]["reserved"].as_f64().unwrap()).abs() < 1e-9,
+        "the whole reservation comes back: {}",
+        out["onDemandCancel"]
+    );
     app.stop().await;
 }

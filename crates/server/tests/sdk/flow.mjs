@@ -40,4 +40,24 @@ try {
 } catch (e) {
   out.missing = String(e.message);
 }
+
+// Bulk: create (one bad item), look up, confirm.
+out.bulk = await client.createJobsBulk({
+  jobs: [
+    { codec: "h264", resolution: "480p", fps: 30, externalId: "bulk-1" },
+    { codec: "h264", resolution: "480p", fps: 30, sourceUrl: process.env.SOURCE_URL, externalId: "bulk-2" },
+    { codec: "h264", resolution: "999p", fps: 30 },
+  ],
+  settings: { container: "mov" },
+});
+const bulkIds = out.bulk.jobs.filter((j) => j.jobId).map((j) => j.jobId);
+out.bulkStatus = await client.bulkStatus([...bulkIds, "01900000-0000-7000-8000-000000000000"]);
+out.bulkConfirm = await client.bulkConfirm({ jobIds: bulkIds, settings: { quality: "good" } });
+
+// On demand: encode and wait through the SDK's own helper, then a cancel.
+out.onDemandUrl = await client.onDemandEncodeAndWait(process.env.SOURCE_URL, { resolution: "480p" }, 200, 600);
+const od = await client.onDemandEncode({ sourceUrl: process.env.SOURCE_URL, priority: "high", externalId: "od-2" });
+out.onDemand = od;
+out.onDemandStatus = await client.onDemandStatus(od.jobId);
+out.onDemandCancel = await client.onDemandCancel(od.jobId);
 console.log(JSON.stringify(out));

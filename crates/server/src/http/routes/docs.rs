@@ -30,6 +30,16 @@ use utoipa::{
         super::jobs::confirm_job,
         super::jobs::cancel_job,
         super::jobs::job_status,
+        super::bulk::create_bulk,
+        super::bulk::bulk_status,
+        super::bulk::bulk_confirm,
+        super::ondemand::encode,
+        super::ondemand::status,
+        super::ondemand::cancel,
+        super::public::create,
+        super::public::probe_duration,
+        super::public::confirm,
+        super::public::status,
         super::files::upload,
         super::files::download,
         healthz,
@@ -40,7 +50,13 @@ use utoipa::{
         super::files::UploadResponse, super::auth::AuthLoginRequest, super::auth::AuthLoginResponse,
         super::auth::RefreshRequest, super::api_keys::ApiKeyCreateRequest, super::api_keys::ApiKeyResponse,
         super::api_keys::ApiKeyListResponse, super::tokens::TokenBalanceResponse, super::tokens::TokenReserveRequest,
-        super::tokens::TokenMoveResponse
+        super::tokens::TokenMoveResponse,
+        super::bulk::BulkCreateRequest, super::bulk::BulkSettings, super::bulk::BulkCreateResponse, super::bulk::BulkItem,
+        super::bulk::BulkEstimate, super::bulk::BulkStatusResponse, super::bulk::BulkConfirmRequest,
+        super::bulk::BulkConfirmSettings, super::bulk::BulkConfirmResponse, super::bulk::BulkConfirmItem,
+        super::ondemand::OnDemandEncodeRequest, super::ondemand::OnDemandEncodeResponse, super::ondemand::OnDemandPricing,
+        super::ondemand::OnDemandStatusResponse, super::ondemand::Destination, super::ondemand::OnDemandCancelResponse,
+        super::public::PublicJobCreateRequest, super::public::PublicJobCreateResponse
     )),
     modifiers(&SecuritySchemes)
 )]

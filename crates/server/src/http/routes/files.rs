@@ -95,7 +95,7 @@ pub(crate) async fn upload(
             job.status
         )));
     }
-    let limit = state.config.max_upload_bytes;
+    let limit = jobs::source_limit(&state, &job);
     if let Some(len) = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

@@ -1,5 +1,6 @@
 //! `/jobs…`: create, probe, approve, confirm, cancel, status.
 
+use crate::idempotency::{self, Saved};
 use crate::{
     http::{
         auth::Caller,
@@ -12,6 +13,8 @@ use crate::{
 };
 use axum::{
     extract::State,
+    http::HeaderMap,
+    response::Response,
     routing::{get, post},
     Json, Router,
 };
@@ -54,18 +57,33 @@ fn must_be_created(job: &Job, action: &str) -> AppResult<()> {
 
 /// Create an encode job (upload, or URL ingest with `sourceUrl`).
 #[utoipa::path(post, path = "/jobs", tag = "jobs", request_body = JobCreateRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key and body replay the first response (with `Idempotent-Replayed: true`); a different body is 409.")),
     security(("BearerAuth" = []), ("ApiKeyAuth" = [])),
-    responses((status = 200, body = JobCreateResponse), (status = 400, body = ErrorBody), (status = 402, body = ErrorBody), (status = 413, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses((status = 200, body = JobCreateResponse), (status = 400, body = ErrorBody), (status = 402, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn create_job(
     State(state): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     JsonBody(body): JsonBody,
-) -> AppResult<Json<JobCreateResponse>> {
+) -> AppResult<Response> {
     caller.require(Scope::JobsCreate)?;
     let req = request::parse_job_create(&body).map_err(AppError::invalid_body)?;
-    let job = jobs::create(&state, caller.user_id, req).await?;
-    let reserved = state.repos.ledger.job_reserved(job.id).await?;
-    Ok(Json(JobCreateResponse::of(&state, &job, reserved)))
+    let state = &state;
+    idempotency::run(
+        state,
+        caller.user_id,
+        &headers,
+        "POST /jobs",
+        &body,
+        |claim| async move {
+            let new = jobs::prepare(state, caller.user_id, jobs::Draft::standard(req)).await?;
+            let reserved = new.reserve.unwrap_or(Neu::ZERO);
+            let saved = Saved::json(&JobCreateResponse::of(state, &new.job, reserved))?;
+            jobs::insert(state, &[new], saved.with_claim(claim.as_ref()).as_ref()).await?;
+            Ok(saved)
+        },
+    )
+    .await
 }
 
 /// Probe the input's duration.
@@ -175,7 +193,8 @@ async fn cancel_job(
         .jobs
         .cancel(id, caller.user_id)
         .await?
-        .ok_or_else(|| AppError::not_found(format!("no job with id {id}")))?;
+        .ok_or_else(|| AppError::not_found(format!("no job with id {id}")))?
+        .previous;
     if previous.is_terminal() {
         return Ok(Json(CancelResponse {
             ok: true,

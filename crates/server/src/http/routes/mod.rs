@@ -2,7 +2,10 @@
 
 pub mod api_keys;
 pub mod auth;
+pub mod bulk;
 pub mod docs;
 pub mod files;
 pub mod jobs;
+pub mod ondemand;
+pub mod public;
 pub mod tokens;
