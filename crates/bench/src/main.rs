@@ -5,6 +5,8 @@
 //!    running the identical argument list (built by the same planner from the same probe).
 //!    Prints the median wall time of each and the service/bare ratio (target ≤ 1.10).
 //! 2. Upload memory: the server's RSS growth while a 1 GiB file streams in (target < 64 MiB).
+//! 3. Bulk creation: one `POST /jobs/bulk` of 500 jobs on SQLite (target well under 1 s),
+//!    beside the same 500 jobs created one `POST /jobs` at a time, and an idempotent replay.
 
 use anyhow::{bail, Context, Result};
 use convertrilo_core::request::parse_job_create;
@@ -376,6 +378,73 @@ async fn upload_memory(args: &Args, server: &Server, work: &Path) -> Result<f64>
     Ok(growth_mib)
 }
 
+/// Times one 500-job bulk request, 500 single requests and a replay; returns the bulk median.
+async fn bulk_create(args: &Args, server: &Server) -> Result<f64> {
+    println!("\n== Bulk creation: 500 jobs ==");
+    let client = reqwest::Client::new();
+    let item = |i: usize| json!({"codec": "h264", "resolution": "720p", "fps": 30, "externalId": format!("bench-{i}"), "metadata": {"i": i}});
+    let mut bulk_times = Vec::new();
+    let mut single_times = Vec::new();
+    for run in 0..args.runs.max(1) {
+        let jobs: Vec<Value> = (0..500).map(item).collect();
+        let start = Instant::now();
+        let r = client
+            .post(format!("{}/jobs/bulk", server.base))
+            .header("X-API-Key", &server.key)
+            .header("Idempotency-Key", format!("bench-bulk-{run}"))
+            .json(&json!({"jobs": jobs}))
+            .send()
+            .await?;
+        let status = r.status();
+        let body: Value = r.json().await?;
+        bulk_times.push(start.elapsed().as_secs_f64());
+        if !status.is_success() || body["totalJobs"] != 500 {
+            bail!("bulk create failed: {status} {body}");
+        }
+        let start = Instant::now();
+        for i in 0..500 {
+            let r = client
+                .post(format!("{}/jobs", server.base))
+                .header("X-API-Key", &server.key)
+                .json(&item(i))
+                .send()
+                .await?;
+            if !r.status().is_success() {
+                bail!("single create failed: {}", r.text().await?);
+            }
+        }
+        single_times.push(start.elapsed().as_secs_f64());
+    }
+    let jobs: Vec<Value> = (0..500).map(item).collect();
+    let start = Instant::now();
+    let r = client
+        .post(format!("{}/jobs/bulk", server.base))
+        .header("X-API-Key", &server.key)
+        .header("Idempotency-Key", "bench-bulk-0")
+        .json(&json!({"jobs": jobs}))
+        .send()
+        .await?;
+    let replayed = r.headers().contains_key("idempotent-replayed");
+    let _ = r.bytes().await?;
+    let replay = start.elapsed().as_secs_f64();
+    let (bulk, single) = (median(&bulk_times), median(&single_times));
+    println!(
+        "one bulk request      median {:.0} ms over {} runs (target < 1000 ms)",
+        bulk * 1000.0,
+        bulk_times.len()
+    );
+    println!(
+        "500 single requests   median {:.0} ms  (bulk is {:.1}x faster)",
+        single * 1000.0,
+        single / bulk
+    );
+    println!(
+        "idempotent replay     {:.0} ms (replayed: {replayed})",
+        replay * 1000.0
+    );
+    Ok(bulk)
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = parse_args()?;
@@ -391,6 +460,7 @@ async fn main() -> Result<()> {
     let server = Server::start(&args.server, &work.path().join("data"), &tools)?;
     let ratios = encode_overhead(&args, &tools, &server, work.path()).await?;
     let growth = upload_memory(&args, &server, work.path()).await?;
+    let bulk = bulk_create(&args, &server).await?;
     println!("\n== Summary ==");
     for (label, ratio) in &ratios {
         println!(
@@ -401,6 +471,11 @@ async fn main() -> Result<()> {
     println!(
         "upload RSS growth       {growth:.1} MiB  (target < 64: {})",
         if growth < 64.0 { "met" } else { "MISSED" }
+    );
+    println!(
+        "bulk of 500 jobs        {:.0} ms  (target < 1000: {})",
+        bulk * 1000.0,
+        if bulk < 1.0 { "met" } else { "MISSED" }
     );
     drop(server);
     Ok(())

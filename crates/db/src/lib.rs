@@ -132,6 +132,12 @@ pub trait JobRepo: Send + Sync {
     /// How many jobs wait in the queue without a live lease.
     async fn queue_depth(&self) -> DbResult<i64>;
 
+    /// Stored objects no job needs any more, oldest first (at most `limit`): the uploaded
+    /// sources of ended jobs, and outputs whose `output_expiry_secs` has passed at `now`.
+    async fn purgeable(&self, now: i64, limit: i64) -> DbResult<Vec<Purge>>;
+    /// Records that the objects of `p` were deleted.
+    async fn mark_purged(&self, p: &Purge, now: i64) -> DbResult<()>;
+
     /// Callbacks due at `now` (at most `limit`), each leased until `lease_until` so that
     /// another dispatcher does not send it at the same time.
     async fn due_callbacks(

@@ -123,6 +123,8 @@ pub struct Job {
     pub callback_url: Option<String>,
     /// SHA-256 (hex) of a public job's status token.
     pub status_token_hash: Option<String>,
+    /// When the output was deleted because its expiry passed.
+    pub output_purged_at: Option<i64>,
 }
 
 /// A job to insert: `created`, or `queued` with a queue row and (when `reserve` is given) a
@@ -171,6 +173,14 @@ pub struct Canceled {
     pub previous: JobStatus,
     /// Tokens handed back to the account.
     pub released: Neu,
+}
+
+/// Objects of one job to delete: its uploaded source, its expired output, or both.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Purge {
+    pub job_id: JobId,
+    pub input_key: Option<String>,
+    pub output_key: Option<String>,
 }
 
 /// A one-off callback due for delivery, with the job as it is now.

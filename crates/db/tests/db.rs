@@ -79,6 +79,7 @@ fn job(owner: UserId) -> Job {
         output_expiry_secs: None,
         callback_url: None,
         status_token_hash: None,
+        output_purged_at: None,
     }
 }
 

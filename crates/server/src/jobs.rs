@@ -165,6 +165,7 @@ pub async fn prepare(state: &AppState, owner: UserId, d: Draft) -> AppResult<New
         output_expiry_secs: d.output_expiry_secs,
         callback_url: d.callback_url,
         status_token_hash: d.status_token_hash,
+        output_purged_at: None,
     };
     let mut reserve = None;
     if d.confirm && ingest == Ingest::Url {

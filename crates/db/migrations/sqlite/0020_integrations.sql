@@ -12,6 +12,10 @@ ALTER TABLE jobs ADD COLUMN output_expiry_secs INTEGER;
 ALTER TABLE jobs ADD COLUMN callback_url TEXT;
 -- SHA-256 of a public job's status token.
 ALTER TABLE jobs ADD COLUMN status_token_hash TEXT;
+-- When housekeeping deleted the uploaded source (once the job ended) and the output (once
+-- its expiry passed).
+ALTER TABLE jobs ADD COLUMN input_purged_at INTEGER;
+ALTER TABLE jobs ADD COLUMN output_purged_at INTEGER;
 
 -- One row per (account, Idempotency-Key). While `status_code` is NULL the first request is
 -- still at work (until `locked_until`; after that a retry may take over). The response is

@@ -42,6 +42,16 @@ pub(super) async fn due(
     lease_until: i64,
     limit: i64,
 ) -> DbResult<Vec<Callback>> {
+    // A plain read first: the dispatcher polls every second and should not take SQLite's
+    // write lock when nothing is due (almost always).
+    let any: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM job_callbacks WHERE next_attempt_at <= ? LIMIT 1")
+            .bind(now)
+            .fetch_optional(pool)
+            .await?;
+    if any.is_none() {
+        return Ok(Vec::new());
+    }
     let mut tx = pool.begin().await?;
     let picked = sqlx::query(
         "UPDATE job_callbacks SET next_attempt_at = ?

@@ -469,6 +469,50 @@ impl JobRepo for SqliteRepo {
         Ok(())
     }
 
+    async fn purgeable(&self, now: i64, limit: i64) -> DbResult<Vec<Purge>> {
+        let input_due = "ingest = 'upload' AND input_size IS NOT NULL AND input_purged_at IS NULL";
+        let output_due = "status = 'success' AND output_expiry_secs IS NOT NULL
+             AND output_purged_at IS NULL AND finished_at + output_expiry_secs * 1000 <= ?1";
+        let sql = format!(
+            "SELECT id, CASE WHEN {input_due} THEN input_key END AS input_key,
+               CASE WHEN {output_due} THEN output_key END AS output_key
+             FROM jobs
+             WHERE status IN ('success', 'failed', 'canceled') AND (({input_due}) OR ({output_due}))
+             ORDER BY finished_at LIMIT ?2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Purge {
+                    job_id: rows::parse_id(row.try_get::<&str, _>("id")?)?,
+                    input_key: row.try_get("input_key")?,
+                    output_key: row.try_get("output_key")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn mark_purged(&self, p: &Purge, now: i64) -> DbResult<()> {
+        sqlx::query(
+            "UPDATE jobs SET
+               input_purged_at = CASE WHEN ? THEN ? ELSE input_purged_at END,
+               output_purged_at = CASE WHEN ? THEN ? ELSE output_purged_at END
+             WHERE id = ?",
+        )
+        .bind(p.input_key.is_some())
+        .bind(now)
+        .bind(p.output_key.is_some())
+        .bind(now)
+        .bind(p.job_id.to_string())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn due_callbacks(
         &self,
         now: i64,

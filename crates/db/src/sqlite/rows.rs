@@ -96,5 +96,6 @@ pub(super) fn job(row: &SqliteRow) -> DbResult<Job> {
         output_expiry_secs: row.try_get("output_expiry_secs")?,
         callback_url: row.try_get("callback_url")?,
         status_token_hash: row.try_get("status_token_hash")?,
+        output_purged_at: row.try_get("output_purged_at")?,
     })
 }

@@ -358,3 +358,51 @@ async fn callbacks_are_queued_with_the_end_of_the_job_and_leased() {
         "given up"
     );
 }
+
+#[tokio::test]
+async fn ended_jobs_give_up_their_sources_and_expired_outputs() {
+    let (_d, repos) = sqlite().await;
+    let a = account(&repos, "a@x.io", 10, None).await;
+    // An uploaded job that succeeds with a one-hour output expiry, and one still queued.
+    let mut done = queued(a, None);
+    done.job.input_size = Some(10);
+    done.job.output_expiry_secs = Some(3600);
+    let mut waiting = queued(a, None);
+    waiting.job.input_size = Some(10);
+    repos
+        .jobs
+        .insert_jobs(&[done.clone(), waiting.clone()], None)
+        .await
+        .unwrap();
+    let c = repos.jobs.claim("w", LEASE, 3).await.unwrap().unwrap();
+    assert_eq!(c.id, done.job.id);
+    repos
+        .jobs
+        .finish(c.id, "w", &super::ledger::success(Neu::ZERO))
+        .await
+        .unwrap();
+    let now = now_ms();
+    let due = repos.jobs.purgeable(now, 10).await.unwrap();
+    assert_eq!(
+        due,
+        [Purge {
+            job_id: done.job.id,
+            input_key: Some(done.job.input_key.clone()),
+            output_key: None
+        }],
+        "the source of the ended job only; the output is not expired and the queued job is untouched"
+    );
+    repos.jobs.mark_purged(&due[0], now).await.unwrap();
+    assert!(repos.jobs.purgeable(now, 10).await.unwrap().is_empty());
+    let later = now + 3_601_000;
+    let due = repos.jobs.purgeable(later, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(
+        (due[0].input_key.as_deref(), due[0].output_key.as_deref()),
+        (None, Some(done.job.output_key.as_str()))
+    );
+    repos.jobs.mark_purged(&due[0], later).await.unwrap();
+    assert!(repos.jobs.purgeable(later, 10).await.unwrap().is_empty());
+    let j = repos.jobs.job(done.job.id, None).await.unwrap().unwrap();
+    assert_eq!(j.output_purged_at, Some(later));
+}

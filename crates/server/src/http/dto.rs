@@ -217,7 +217,7 @@ fn upload_link(state: &AppState, job: &Job) -> String {
 /// an output expiry (on-demand `outputExpiry`) is downloadable until that long after it
 /// finished, and not after; other jobs get a fresh link of the configured lifetime.
 pub fn download_link(state: &AppState, job: &Job) -> Option<(String, i64)> {
-    if job.status != JobStatus::Success {
+    if job.status != JobStatus::Success || job.output_purged_at.is_some() {
         return None;
     }
     let now = convertrilo_core::time::now_ms() / 1000;

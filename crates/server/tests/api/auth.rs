@@ -245,6 +245,16 @@ async fn every_endpoint_enforces_its_scope() {
         ("POST", "/tokens/reserve".into(), Scope::TokensWrite),
         ("POST", "/tokens/release".into(), Scope::TokensWrite),
         ("POST", "/tokens/deduct".into(), Scope::TokensWrite),
+        ("POST", "/jobs/bulk".into(), Scope::JobsCreate),
+        (
+            "GET",
+            format!("/jobs/bulk/status?ids={id}"),
+            Scope::JobsRead,
+        ),
+        ("POST", "/jobs/bulk/confirm".into(), Scope::JobsCreate),
+        ("POST", "/ondemand/encode".into(), Scope::JobsCreate),
+        ("GET", format!("/ondemand/status/{id}"), Scope::JobsRead),
+        ("DELETE", format!("/ondemand/{id}"), Scope::JobsCancel),
     ];
     for (method, path, scope) in table {
         let others: Vec<Scope> = Scope::ALL.iter().copied().filter(|s| *s != scope).collect();

@@ -136,6 +136,19 @@ async fn real_clip_from_url_to_download_link_with_premium_and_callback() {
     assert!(close(d["finalNeu"].as_f64().unwrap(), charged), "{cb}");
     assert!(d["error"].is_null() && d["failureCode"].is_null());
     assert!(d["userId"].is_string() && d["durationSec"].as_f64().unwrap() > 5.0);
+
+    // Housekeeping keeps the output until its expiry, then deletes it.
+    let now = convertrilo_core::time::now_ms();
+    convertrilo_server::housekeeping::run_once(&app.app_state, now).await;
+    let (_, kept) = app.get(&format!("/ondemand/status/{id}")).await;
+    assert!(kept["downloadUrl"].is_string(), "{kept}");
+    convertrilo_server::housekeeping::run_once(&app.app_state, now + 3_601_000).await;
+    let (_, gone) = app.get(&format!("/ondemand/status/{id}")).await;
+    assert!(gone["downloadUrl"].is_null(), "{gone}");
+    assert_eq!(gone["expiresIn"], 0);
+    assert!(gone["failureMessage"].as_str().unwrap().contains("expired"));
+    let r = app.client.get(url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404, "the file itself is gone");
     app.stop().await;
 }
 

@@ -114,6 +114,29 @@ async fn a_public_job_encodes_for_free_within_its_caps() {
         (Some(320), Some(240)),
         "not upscaled"
     );
+    // Once the job has ended its uploaded source is deleted; the output stays downloadable.
+    let job_id = id.parse().unwrap();
+    let stored = app
+        .app_state
+        .repos
+        .jobs
+        .job(job_id, None)
+        .await
+        .unwrap()
+        .unwrap();
+    let source = app.app_state.store.local_path(&stored.input_key).unwrap();
+    assert!(source.is_file());
+    convertrilo_server::housekeeping::run_once(&app.app_state, convertrilo_core::time::now_ms())
+        .await;
+    assert!(!source.exists(), "source removed");
+    let (_, again) = public_get(&app, &format!("/public/jobs/{id}/status?token={token}")).await;
+    let r = app
+        .client
+        .get(again["downloadUrl"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
     // Public jobs are not reachable through the authenticated API of other accounts.
     let (code, _) = app.get(&format!("/jobs/{id}/status")).await;
     assert_eq!(code, 404);

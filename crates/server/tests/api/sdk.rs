@@ -106,7 +106,10 @@ async fn official_sdk_runs_unmodified() {
     assert_eq!(st["jobs"][1]["outputFilename"], "bigbuckbunny-480p.mov");
     assert_eq!(st["missing"][0], "01900000-0000-7000-8000-000000000000");
     let bc = &out["bulkConfirm"];
-    assert_eq!(bc["queued"], 1, "the URL job is queued, the upload job waits: {bc}");
+    assert_eq!(
+        bc["queued"], 1,
+        "the URL job is queued, the upload job waits: {bc}"
+    );
     assert!(out["onDemandUrl"].as_str().unwrap().contains("/files/"));
     let od = &out["onDemand"];
     assert_eq!(od["status"], "queued", "{od}");

@@ -141,7 +141,8 @@ pub(crate) async fn create(
         kind: JobKind::Public,
         priority: Priority::Normal,
         price_factor: Factor::from_thousandths(0),
-        output_expiry_secs: None,
+        // Free outputs are not kept forever: they go when their download link would expire.
+        output_expiry_secs: Some(state.config.download_url_ttl_secs as i64),
         callback_url: None,
         status_token_hash: Some(hash_api_key(&token)),
     };
