@@ -5,7 +5,8 @@
 //!    running the identical argument list (built by the same planner from the same probe).
 //!    Prints the median wall time of each and the service/bare ratio (target ≤ 1.10).
 //! 2. Upload memory: the server's RSS growth while a 1 GiB file streams in (target < 64 MiB).
-//! 3. Bulk creation: one `POST /jobs/bulk` of 500 jobs on SQLite (target well under 1 s),
+//! 3. Streaming ingest memory: 2 GiB sent as 64 MiB parts and joined (target < 64 MiB).
+//! 4. Bulk creation: one `POST /jobs/bulk` of 500 jobs on SQLite (target well under 1 s),
 //!    beside the same 500 jobs created one `POST /jobs` at a time, and an idempotent replay.
 
 use anyhow::{bail, Context, Result};
@@ -28,6 +29,7 @@ struct Args {
     clip: PathBuf,
     runs: usize,
     upload_mib: u64,
+    stream_mib: u64,
 }
 
 fn parse_args() -> Result<Args> {
@@ -36,6 +38,7 @@ fn parse_args() -> Result<Args> {
         clip: PathBuf::new(),
         runs: 5,
         upload_mib: 1024,
+        stream_mib: 2048,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -45,7 +48,10 @@ fn parse_args() -> Result<Args> {
             "--clip" => args.clip = value()?.into(),
             "--runs" => args.runs = value()?.parse()?,
             "--upload-mib" => args.upload_mib = value()?.parse()?,
-            other => bail!("unknown argument {other}; use --server, --clip, --runs, --upload-mib"),
+            "--stream-mib" => args.stream_mib = value()?.parse()?,
+            other => bail!(
+                "unknown argument {other}; use --server, --clip, --runs, --upload-mib, --stream-mib"
+            ),
         }
     }
     if !args.clip.is_file() {
@@ -312,6 +318,124 @@ fn write_big_file(path: &Path, mib: u64) -> Result<()> {
     Ok(())
 }
 
+/// Samples a process's resident memory every 10 ms until stopped; keeps the peak.
+struct RssSampler {
+    peak: Arc<AtomicU64>,
+    done: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl RssSampler {
+    fn start(pid: u32, before: u64) -> RssSampler {
+        let peak = Arc::new(AtomicU64::new(before));
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (p, d) = (peak.clone(), done.clone());
+        let thread = std::thread::spawn(move || {
+            while !d.load(Ordering::Relaxed) {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                if let Some(kib) = status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmRSS:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                {
+                    p.fetch_max(kib, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        RssSampler { peak, done, thread }
+    }
+
+    /// The peak RSS in KiB.
+    fn stop(self) -> u64 {
+        self.done.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+/// Streams `stream_mib` MiB as 64 MiB parts through `/jobs/{id}/stream/…` and joins them;
+/// returns the server's RSS growth in MiB.
+async fn stream_memory(args: &Args, server: &Server, work: &Path) -> Result<f64> {
+    const PART_MIB: u64 = 64;
+    let part = work.join("part.bin");
+    write_big_file(&part, PART_MIB)?;
+    let client = reqwest::Client::new();
+    let api = |path: String| format!("{}{path}", server.base);
+    let created: Value = client
+        .post(api("/jobs".into()))
+        .header("X-API-Key", &server.key)
+        .json(&json!({"codec": "h264", "resolution": "720p", "fps": 30}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = created["jobId"].as_str().context("job id")?.to_string();
+    let init = client
+        .post(api(format!("/jobs/{id}/stream/init")))
+        .header("X-API-Key", &server.key)
+        .send()
+        .await?;
+    if !init.status().is_success() {
+        bail!("stream init failed: {}", init.text().await?);
+    }
+    let parts = args.stream_mib.div_ceil(PART_MIB).max(1);
+    let before = server.rss_kib();
+    let sampler = RssSampler::start(server.child.id(), before);
+    let start = Instant::now();
+    for n in 1..=parts {
+        let file = tokio::fs::File::open(&part).await?;
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::with_capacity(
+            file,
+            256 * 1024,
+        ));
+        let r = client
+            .put(api(format!("/jobs/{id}/stream/chunk/{n}")))
+            .header("X-API-Key", &server.key)
+            .header("Content-Length", PART_MIB << 20)
+            .body(body)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("part {n} failed: {}", r.text().await?);
+        }
+    }
+    let sent = start.elapsed().as_secs_f64();
+    let r = client
+        .post(api(format!("/jobs/{id}/stream/finalize")))
+        .header("X-API-Key", &server.key)
+        .send()
+        .await?;
+    let total = start.elapsed().as_secs_f64();
+    let peak = sampler.stop();
+    if !r.status().is_success() {
+        bail!("finalize failed: {}", r.text().await?);
+    }
+    let done: Value = r.json().await?;
+    let _ = std::fs::remove_file(&part);
+    // The joined source is no longer needed: cancel the job so housekeeping deletes it.
+    client
+        .post(api(format!("/jobs/{id}/cancel")))
+        .header("X-API-Key", &server.key)
+        .send()
+        .await?;
+    let growth = peak.saturating_sub(before) as f64 / 1024.0;
+    println!(
+        "\n== Streaming ingest: {} MiB in {parts} parts of {PART_MIB} MiB, then joined ==",
+        parts * PART_MIB
+    );
+    println!(
+        "RSS before {:.1} MiB, peak {:.1} MiB, growth {growth:.1} MiB (target < 64); parts {:.0} MiB/s, join {:.1} s, joined size {} B",
+        before as f64 / 1024.0,
+        peak as f64 / 1024.0,
+        (parts * PART_MIB) as f64 / sent,
+        total - sent,
+        done["size"]
+    );
+    Ok(growth)
+}
+
 async fn upload_memory(args: &Args, server: &Server, work: &Path) -> Result<f64> {
     let big = work.join("big.bin");
     write_big_file(&big, args.upload_mib)?;
@@ -329,26 +453,7 @@ async fn upload_memory(args: &Args, server: &Server, work: &Path) -> Result<f64>
         .context("upload url")?
         .to_string();
     let before = server.rss_kib();
-    let peak = Arc::new(AtomicU64::new(before));
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let pid = server.child.id();
-    let sampler = {
-        let (peak, done) = (peak.clone(), done.clone());
-        std::thread::spawn(move || {
-            while !done.load(Ordering::Relaxed) {
-                let status =
-                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                if let Some(kib) = status
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmRSS:"))
-                    .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-                {
-                    peak.fetch_max(kib, Ordering::Relaxed);
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        })
-    };
+    let sampler = RssSampler::start(server.child.id(), before);
     let file = tokio::fs::File::open(&big).await?;
     let len = file.metadata().await?.len();
     let start = Instant::now();
@@ -363,18 +468,17 @@ async fn upload_memory(args: &Args, server: &Server, work: &Path) -> Result<f64>
         .send()
         .await?;
     let secs = start.elapsed().as_secs_f64();
-    done.store(true, Ordering::Relaxed);
-    let _ = sampler.join();
+    let peak = sampler.stop();
     if !r.status().is_success() {
         bail!("upload failed: {}", r.text().await?);
     }
     let _ = std::fs::remove_file(&big);
-    let growth_mib = (peak.load(Ordering::Relaxed).saturating_sub(before)) as f64 / 1024.0;
+    let growth_mib = peak.saturating_sub(before) as f64 / 1024.0;
     println!(
         "\n== Upload: {} MiB streamed to the server ==",
         args.upload_mib
     );
-    println!("RSS before {:.1} MiB, peak {:.1} MiB, growth {growth_mib:.1} MiB (target < 64), {:.0} MiB/s", before as f64 / 1024.0, peak.load(Ordering::Relaxed) as f64 / 1024.0, args.upload_mib as f64 / secs);
+    println!("RSS before {:.1} MiB, peak {:.1} MiB, growth {growth_mib:.1} MiB (target < 64), {:.0} MiB/s", before as f64 / 1024.0, peak as f64 / 1024.0, args.upload_mib as f64 / secs);
     Ok(growth_mib)
 }
 
@@ -460,6 +564,7 @@ async fn main() -> Result<()> {
     let server = Server::start(&args.server, &work.path().join("data"), &tools)?;
     let ratios = encode_overhead(&args, &tools, &server, work.path()).await?;
     let growth = upload_memory(&args, &server, work.path()).await?;
+    let stream_growth = stream_memory(&args, &server, work.path()).await?;
     let bulk = bulk_create(&args, &server).await?;
     println!("\n== Summary ==");
     for (label, ratio) in &ratios {
@@ -471,6 +576,14 @@ async fn main() -> Result<()> {
     println!(
         "upload RSS growth       {growth:.1} MiB  (target < 64: {})",
         if growth < 64.0 { "met" } else { "MISSED" }
+    );
+    println!(
+        "stream RSS growth       {stream_growth:.1} MiB  (target < 64: {})",
+        if stream_growth < 64.0 {
+            "met"
+        } else {
+            "MISSED"
+        }
     );
     println!(
         "bulk of 500 jobs        {:.0} ms  (target < 1000: {})",

@@ -132,8 +132,9 @@ pub trait JobRepo: Send + Sync {
     /// How many jobs wait in the queue without a live lease.
     async fn queue_depth(&self) -> DbResult<i64>;
 
-    /// Stored objects no job needs any more, oldest first (at most `limit`): the uploaded
-    /// sources of ended jobs, and outputs whose `output_expiry_secs` has passed at `now`.
+    /// Stored objects no job needs any more, oldest first (at most `limit`): the uploads of
+    /// ended upload jobs (`input_key`; the caller also clears what belongs with it, such as
+    /// unfinished stream parts), and outputs whose `output_expiry_secs` has passed at `now`.
     async fn purgeable(&self, now: i64, limit: i64) -> DbResult<Vec<Purge>>;
     /// Records that the objects of `p` were deleted.
     async fn mark_purged(&self, p: &Purge, now: i64) -> DbResult<()>;

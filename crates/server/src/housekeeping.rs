@@ -50,7 +50,19 @@ async fn purge_objects(state: &AppState, now: i64) {
     let mut removed = 0;
     for p in &due {
         let mut ok = true;
-        for key in p.input_key.iter().chain(&p.output_key) {
+        let mut keys: Vec<String> = p.input_key.iter().chain(&p.output_key).cloned().collect();
+        if p.input_key.is_some() {
+            // Parts of a stream that was never finalized or aborted.
+            let prefix = crate::http::routes::stream::stream_prefix(p.job_id);
+            match state.store.list(&prefix).await {
+                Ok(parts) => keys.extend(parts.into_iter().map(|(k, _)| k)),
+                Err(e) => {
+                    tracing::warn!(job = %p.job_id, error = %e, "could not list stream parts");
+                    ok = false;
+                }
+            }
+        }
+        for key in &keys {
             // Deleting a missing object is not an error (see the object store).
             if let Err(e) = state.store.delete(key).await {
                 tracing::warn!(job = %p.job_id, key, error = %e, "could not delete an object");

@@ -230,6 +230,45 @@ pub async fn insert(
     }
 }
 
+/// Makes a freshly stored object the source of a `created` upload job (replacing and
+/// deleting an earlier upload), and queues the job when it was created with `confirm: true`.
+/// When the job is no longer `created`, the object is deleted and the client told why.
+pub async fn accept_upload(
+    state: &AppState,
+    id: JobId,
+    object: &str,
+    size: u64,
+) -> AppResult<JobStatus> {
+    let Some(previous) = state.repos.jobs.mark_uploaded(id, object, size).await? else {
+        state.store.delete(object).await?;
+        return Err(AppError::bad_request(
+            "the job was confirmed or canceled during the upload; the bytes were not used",
+        ));
+    };
+    if previous != object {
+        // A re-upload replaces the earlier file (whose probe was forgotten with it).
+        state.store.delete(&previous).await?;
+    }
+    let job = state
+        .repos
+        .jobs
+        .job(id, None)
+        .await?
+        .ok_or_else(|| AppError::not_found("no such job"))?;
+    if !job.auto_confirm {
+        return Ok(JobStatus::Created);
+    }
+    // The bytes are kept either way: say so, or a client might upload them again.
+    let queued = confirm(state, job, None).await.map_err(|e| AppError {
+        message: format!(
+            "the file was uploaded, but the job was not queued: {}",
+            e.message
+        ),
+        ..e
+    })?;
+    Ok(queued.status)
+}
+
 /// Where ffprobe can read the job's input, once there is one.
 fn input_location(state: &AppState, job: &Job) -> AppResult<String> {
     match job.ingest {

@@ -46,6 +46,10 @@ pub trait ObjectStore: Send + Sync {
     /// Size of the object, or `NotFound`.
     async fn size(&self, key: &str) -> Result<u64, StorageError>;
     async fn delete(&self, key: &str) -> Result<(), StorageError>;
+    /// Streams the object's bytes, or `NotFound`.
+    async fn get_stream(&self, key: &str) -> Result<ByteStream<'static>, StorageError>;
+    /// Keys (with sizes) of the objects under `prefix/`, in key order.
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StorageError>;
     /// A local path for the object when the store is a local directory (ffmpeg reads it
     /// in place); `None` for remote stores, which callers download instead.
     fn local_path(&self, key: &str) -> Option<PathBuf>;

@@ -116,6 +116,35 @@ impl ObjectStore for LocalStore {
         }
     }
 
+    async fn get_stream(&self, key: &str) -> Result<ByteStream<'static>, StorageError> {
+        match tokio::fs::File::open(self.path(key)?).await {
+            Ok(f) => Ok(tokio_util::io::ReaderStream::with_capacity(f, 256 * 1024).boxed()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(StorageError::NotFound(key.to_string()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, StorageError> {
+        let dir = self.path(prefix)?;
+        let mut entries = match tokio::fs::read_dir(&dir).await {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        // One level: keys here are `prefix/name`, never nested further.
+        let mut found = Vec::new();
+        while let Some(entry) = entries.next_entry().await? {
+            let meta = entry.metadata().await?;
+            if let (true, Some(name)) = (meta.is_file(), entry.file_name().to_str()) {
+                found.push((format!("{prefix}/{name}"), meta.len()));
+            }
+        }
+        found.sort();
+        Ok(found)
+    }
+
     fn local_path(&self, key: &str) -> Option<PathBuf> {
         self.path(key).ok()
     }
@@ -157,8 +186,27 @@ mod tests {
                 .count(),
             0
         );
+        let mut read = Vec::new();
+        let mut s = store.get_stream("inputs/a").await.unwrap();
+        while let Some(chunk) = s.next().await {
+            read.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(read, b"abcdef");
+        store
+            .put_stream("inputs/c", stream(vec![b"x"]), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.list("inputs").await.unwrap(),
+            [("inputs/a".to_string(), 6), ("inputs/c".to_string(), 1)]
+        );
+        assert!(store.list("nothing").await.unwrap().is_empty());
         store.delete("inputs/a").await.unwrap();
         store.delete("inputs/a").await.unwrap();
+        assert!(matches!(
+            store.get_stream("inputs/a").await,
+            Err(StorageError::NotFound(_))
+        ));
         assert!(store.put_stream("../x", stream(vec![]), 10).await.is_err());
     }
 }

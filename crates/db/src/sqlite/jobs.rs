@@ -470,7 +470,8 @@ impl JobRepo for SqliteRepo {
     }
 
     async fn purgeable(&self, now: i64, limit: i64) -> DbResult<Vec<Purge>> {
-        let input_due = "ingest = 'upload' AND input_size IS NOT NULL AND input_purged_at IS NULL";
+        // Upload jobs whether or not their upload finished: a stream's parts may be left over.
+        let input_due = "ingest = 'upload' AND input_purged_at IS NULL";
         let output_due = "status = 'success' AND output_expiry_secs IS NOT NULL
              AND output_purged_at IS NULL AND finished_at + output_expiry_secs * 1000 <= ?1";
         let sql = format!(

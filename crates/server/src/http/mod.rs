@@ -20,6 +20,8 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::bulk::router())
         .merge(routes::ondemand::router())
         .merge(routes::public::router())
+        // Stream parts are read as a raw body, which the JSON limit below does not cap.
+        .merge(routes::stream::router())
         .merge(routes::tokens::router())
         .merge(routes::docs::router())
         .layer(DefaultBodyLimit::max(state.config.json_body_limit_bytes));

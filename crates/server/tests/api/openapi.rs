@@ -101,6 +101,10 @@ async fn generated_spec_matches_the_contract() {
         ("/public/jobs/{id}/probe-duration", "get"),
         ("/public/jobs/{id}/confirm", "post"),
         ("/public/jobs/{id}/status", "get"),
+        ("/jobs/{id}/stream/init", "post"),
+        ("/jobs/{id}/stream/chunk/{index}", "put"),
+        ("/jobs/{id}/stream/finalize", "post"),
+        ("/jobs/{id}/stream/abort", "post"),
     ];
     for (path, method) in implemented {
         assert!(
@@ -163,6 +167,8 @@ async fn generated_spec_matches_the_contract() {
         ("OnDemandEncodeRequest", "OnDemandEncodeRequest"),
         ("OnDemandEncodeResponse", "OnDemandEncodeResponse"),
         ("OnDemandStatusResponse", "OnDemandStatusResponse"),
+        ("StreamInitResponse", "StreamInitResponse"),
+        ("StreamFinalizeRequest", "StreamFinalizeRequest"),
     ] {
         let (o, t) = (schema(&ours, our_name), schema(&theirs, their_name));
         for (field, their_field) in t["properties"].as_object().unwrap() {

@@ -40,6 +40,10 @@ use utoipa::{
         super::public::probe_duration,
         super::public::confirm,
         super::public::status,
+        super::stream::init,
+        super::stream::chunk,
+        super::stream::finalize,
+        super::stream::abort,
         super::files::upload,
         super::files::download,
         healthz,
@@ -56,7 +60,9 @@ use utoipa::{
         super::bulk::BulkConfirmSettings, super::bulk::BulkConfirmResponse, super::bulk::BulkConfirmItem,
         super::ondemand::OnDemandEncodeRequest, super::ondemand::OnDemandEncodeResponse, super::ondemand::OnDemandPricing,
         super::ondemand::OnDemandStatusResponse, super::ondemand::Destination, super::ondemand::OnDemandCancelResponse,
-        super::public::PublicJobCreateRequest, super::public::PublicJobCreateResponse
+        super::public::PublicJobCreateRequest, super::public::PublicJobCreateResponse,
+        super::stream::StreamInitResponse, super::stream::StreamChunkResponse, super::stream::StreamPart,
+        super::stream::StreamFinalizeRequest, super::stream::StreamFinalizeResponse, super::stream::StreamAbortResponse
     )),
     modifiers(&SecuritySchemes)
 )]

@@ -119,37 +119,8 @@ pub(crate) async fn upload(
             "the upload was empty; send the file's bytes as the request body",
         ));
     }
-    let Some(previous) = state.repos.jobs.mark_uploaded(id, &object, size).await? else {
-        state.store.delete(&object).await?;
-        return Err(AppError::bad_request(
-            "the job was confirmed or canceled during the upload; the bytes were not used",
-        ));
-    };
-    if previous != object {
-        // A re-upload replaces the earlier file (whose probe was forgotten with it).
-        state.store.delete(&previous).await?;
-    }
     tracing::info!(job = %id, bytes = size, "upload received");
-    let mut status = JobStatus::Created;
-    if job.auto_confirm {
-        let job = state
-            .repos
-            .jobs
-            .job(id, None)
-            .await?
-            .ok_or_else(|| AppError::not_found("no such job"))?;
-        // The bytes are kept either way: say so, or a client might upload them again.
-        status = jobs::confirm(&state, job, None)
-            .await
-            .map_err(|e| AppError {
-                message: format!(
-                    "the file was uploaded, but the job was not queued: {}",
-                    e.message
-                ),
-                ..e
-            })?
-            .status;
-    }
+    let status = jobs::accept_upload(&state, id, &object, size).await?;
     Ok(Json(UploadResponse {
         ok: true,
         key,

@@ -8,4 +8,5 @@ pub mod files;
 pub mod jobs;
 pub mod ondemand;
 pub mod public;
+pub mod stream;
 pub mod tokens;
