@@ -107,6 +107,15 @@ pub fn check_source_url(url: &str) -> AppResult<String> {
     Ok(parsed.to_string())
 }
 
+/// Checks a URL the service will call on a customer's behalf (a webhook). `field` names it in
+/// the error.
+pub async fn check_customer_url(_state: &AppState, url: &str, field: &str) -> AppResult<()> {
+    check_source_url(url).map(drop).map_err(|e| AppError {
+        message: e.message.replace("sourceUrl", field),
+        ..e
+    })
+}
+
 /// Builds the job a draft describes, probing and pricing it first when it is to be queued
 /// at once. Nothing is written: the caller inserts the result (with its idempotent
 /// response, when there is one) in one transaction.

@@ -112,6 +112,11 @@ impl Application {
             .user_agent(concat!("convertrilo/", env!("CARGO_PKG_VERSION")))
             .build()?;
 
+        let webhook_http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("convertrilo-webhooks/", env!("CARGO_PKG_VERSION")))
+            .build()?;
         let state = AppState {
             config: Arc::new(config),
             repos,
@@ -122,6 +127,7 @@ impl Application {
             queue_wake: Arc::new(Notify::new()),
             running: RunningJobs::default(),
             http: http_client,
+            webhook_http,
             sessions: crate::session::SessionKeys::new(jwt_secret.into_bytes()),
             limits: crate::ratelimit::RateLimiter::default(),
             public_owner: None,
@@ -158,6 +164,7 @@ impl Application {
             );
         }
         workers.push(crate::callbacks::spawn(state.clone(), shutdown.clone()));
+        workers.push(crate::webhooks::spawn(state.clone(), shutdown.clone()));
         workers.push(crate::housekeeping::spawn(state.clone(), shutdown.clone()));
         let router = http::router(state.clone());
         Ok(Application {

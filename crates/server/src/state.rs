@@ -25,6 +25,9 @@ pub struct AppState {
     pub running: RunningJobs,
     /// Client for URL ingest downloads.
     pub http: reqwest::Client,
+    /// Client for webhook deliveries: never follows redirects (a receiver cannot send us on
+    /// to another address).
+    pub webhook_http: reqwest::Client,
     pub sessions: crate::session::SessionKeys,
     pub limits: crate::ratelimit::RateLimiter,
     /// The system account public jobs belong to; `None` while public jobs are off.
