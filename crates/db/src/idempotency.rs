@@ -51,6 +51,8 @@ pub trait IdempotencyRepo: Send + Sync {
         locked_until: i64,
         expired_before: i64,
     ) -> DbResult<IdemBegin>;
+    /// Keeps an unanswered claim held until `locked_until`; false when it is no longer ours.
+    async fn extend(&self, claim: &IdemClaim, locked_until: i64) -> DbResult<bool>;
     /// Gives an unanswered key back, so a corrected retry can use it.
     async fn abandon(&self, claim: &IdemClaim) -> DbResult<()>;
     /// Deletes keys first used before `before` that are not being worked on; returns how many.

@@ -73,6 +73,9 @@ pub struct Config {
     pub public_max_source_bytes: u64,
     /// Requests per minute per client IP across the public endpoints.
     pub public_rate_limit_per_minute: u32,
+    /// How long one bulk request may spend probing its URL sources; items not probed by then
+    /// are reported as such (send them again).
+    pub bulk_probe_budget_secs: u64,
     /// How long an `Idempotency-Key` and its response are kept.
     pub idempotency_retention_hours: u64,
     /// Attempts at a job's one-off `webhook` callback before giving up.
@@ -127,6 +130,7 @@ impl Default for Config {
             public_max_duration_secs: 120,
             public_max_source_bytes: 200 * 1024 * 1024,
             public_rate_limit_per_minute: 20,
+            bulk_probe_budget_secs: 120,
             idempotency_retention_hours: 24,
             callback_max_attempts: 4,
             callback_retry_secs: 5,

@@ -23,9 +23,82 @@ pub const HEADER: &str = "idempotency-key";
 pub const MAX_KEY_LEN: usize = 255;
 /// Keys are kept at least this long, whatever the configuration says.
 const MIN_RETENTION_HOURS: u64 = 24;
-/// How long a request may hold its key unanswered before a retry may take it over. Longer
-/// than any request can run (probing is bounded by its own timeout).
-const CLAIM_LOCK_MS: i64 = 15 * 60 * 1000;
+/// How long a claim holds without renewal. A running request renews it every
+/// [`RENEW_EVERY`]; one whose process died lets it lapse, and a retry takes over after this.
+const CLAIM_LOCK_MS: i64 = 60_000;
+const RENEW_EVERY: std::time::Duration = std::time::Duration::from_secs(20);
+/// What a 409 `idempotency_in_progress` suggests waiting before the retry.
+const RETRY_AFTER_SECS: u32 = 2;
+
+/// Holds a claim while its request runs: renews the lock in the background, and gives the
+/// key back if the request ends without saving a response, including when the client goes
+/// away and the request's future is dropped half-way.
+struct ClaimGuard {
+    state: AppState,
+    claim: Option<IdemClaim>,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+impl ClaimGuard {
+    fn hold(state: &AppState, claim: &IdemClaim) -> ClaimGuard {
+        let (s, c) = (state.clone(), claim.clone());
+        let renewer = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RENEW_EVERY).await;
+                match s
+                    .repos
+                    .idempotency
+                    .extend(&c, now_ms() + CLAIM_LOCK_MS)
+                    .await
+                {
+                    Ok(true) => {}
+                    // Answered or taken over: nothing left to hold.
+                    Ok(false) => break,
+                    Err(e) => tracing::warn!(error = %e, "could not renew an idempotency key"),
+                }
+            }
+        });
+        ClaimGuard {
+            state: state.clone(),
+            claim: Some(claim.clone()),
+            renewer,
+        }
+    }
+
+    /// The response was saved with the key: nothing to give back.
+    fn answered(mut self) {
+        self.claim = None;
+    }
+
+    /// The request failed: give the key back before answering, so an immediate retry can
+    /// use it.
+    async fn give_back(mut self) {
+        if let Some(claim) = self.claim.take() {
+            if let Err(e) = self.state.repos.idempotency.abandon(&claim).await {
+                tracing::warn!(error = %e, "could not give back an idempotency key");
+            }
+        }
+    }
+}
+
+impl Drop for ClaimGuard {
+    fn drop(&mut self) {
+        self.renewer.abort();
+        let Some(claim) = self.claim.take() else {
+            return;
+        };
+        // Giving back only deletes a claim that is still ours and unanswered, so it is safe
+        // even if the response was saved just before the drop.
+        let state = self.state.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                if let Err(e) = state.repos.idempotency.abandon(&claim).await {
+                    tracing::warn!(error = %e, "could not give back an idempotency key");
+                }
+            });
+        }
+    }
+}
 
 pub fn retention_ms(state: &AppState) -> i64 {
     (state
@@ -180,19 +253,26 @@ where
             ))
         }
         IdemBegin::InProgress => {
-            return Err(AppError::new(
+            let mut r = AppError::new(
                 StatusCode::CONFLICT,
                 ErrorCode::IdempotencyInProgress,
                 "a request with this Idempotency-Key is still being processed; retry in a moment to get its response",
-            ))
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+            return Ok(r);
         }
     }
-    match work(Some(claim.clone())).await {
-        Ok(saved) => Ok(saved.into_response(false)),
+    let guard = ClaimGuard::hold(state, &claim);
+    let result = work(Some(claim)).await;
+    match result {
+        Ok(saved) => {
+            guard.answered();
+            Ok(saved.into_response(false))
+        }
         Err(e) => {
-            if let Err(db) = state.repos.idempotency.abandon(&claim).await {
-                tracing::warn!(error = %db, "could not give back an idempotency key");
-            }
+            guard.give_back().await;
             Err(e)
         }
     }

@@ -100,6 +100,15 @@ pub fn parse_bulk(body: &Value) -> Result<BulkCreate, Vec<Issue>> {
         .map(|jobs| {
             jobs.iter()
                 .map(|item| {
+                    if !item.is_object() {
+                        return Err(vec![Issue {
+                            path: String::new(),
+                            message: format!(
+                                "must be a job object as for POST /jobs; got {}",
+                                kind(item)
+                            ),
+                        }]);
+                    }
                     parse_job_create(item).map(|mut job| {
                         settings.overrides.apply(&mut job.spec);
                         job.confirm |= settings.confirm;

@@ -37,8 +37,12 @@ pub fn parse_ondemand(body: &Value) -> Result<OnDemandCreate, Vec<Issue>> {
         obj,
         issues: Vec::new(),
     };
-    let source_url = f.http_url("sourceUrl");
-    if source_url.is_none() && f.get("sourceUrl").is_none() {
+    let blank = f
+        .get("sourceUrl")
+        .and_then(Value::as_str)
+        .is_some_and(|s| s.trim().is_empty());
+    let source_url = if blank { None } else { f.http_url("sourceUrl") };
+    if source_url.is_none() && (blank || f.get("sourceUrl").is_none()) {
         f.missing("sourceUrl", "the http(s) URL of the video to encode");
     }
     let codec = f.wire::<Codec>("codec", false).unwrap_or(Codec::H264);
@@ -48,7 +52,7 @@ pub fn parse_ondemand(body: &Value) -> Result<OnDemandCreate, Vec<Issue>> {
     if resolution == Resolution::P4320 {
         f.issue(
             "resolution",
-            "4320p is not offered on demand; use 2160p or lower, or POST /jobs",
+            "must be 2160p or lower on demand; use POST /jobs for 4320p",
         );
     }
     let fps = f.int("fps", 1, 120, false).unwrap_or(30) as u32;

@@ -23,7 +23,7 @@ pub fn parse_public_create(body: &Value) -> Result<PublicCreate, Vec<Issue>> {
     if resolution.is_some_and(|r| !matches!(r, Resolution::P480 | Resolution::P720)) {
         f.issue(
             "resolution",
-            "public jobs are limited to 480p or 720p; sign in with an API key for more",
+            "must be 480p or 720p for a public job; use an API key for higher resolutions",
         );
     }
     let fps = f.int("fps", 1, PUBLIC_MAX_FPS, true);

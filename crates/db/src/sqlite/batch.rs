@@ -62,7 +62,8 @@ pub(super) async fn insert_jobs(
             sqlx::query("INSERT INTO queue (job_id, priority, enqueued_at) VALUES (?, ?, ?)")
                 .bind(n.job.id.to_string())
                 .bind(n.job.priority)
-                .bind(n.job.queued_at.unwrap_or(now))
+                // One time for the whole batch: within it, insertion (index) order decides.
+                .bind(now)
                 .execute(&mut *tx)
                 .await?;
         }

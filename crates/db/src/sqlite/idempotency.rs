@@ -98,6 +98,20 @@ impl IdempotencyRepo for SqliteRepo {
         Ok(outcome)
     }
 
+    async fn extend(&self, c: &IdemClaim, locked_until: i64) -> DbResult<bool> {
+        let r = sqlx::query(
+            "UPDATE idempotency_keys SET locked_until = ?
+             WHERE user_id = ? AND key = ? AND attempt = ? AND status_code IS NULL",
+        )
+        .bind(locked_until)
+        .bind(c.user_id.to_string())
+        .bind(&c.key)
+        .bind(&c.attempt)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
     async fn abandon(&self, c: &IdemClaim) -> DbResult<()> {
         sqlx::query(
             "DELETE FROM idempotency_keys

@@ -342,7 +342,7 @@ impl JobRepo for SqliteRepo {
                 "UPDATE queue SET lease_owner = ?, lease_until = ?, attempts = attempts + 1
                  WHERE job_id = (
                    SELECT job_id FROM queue WHERE lease_until IS NULL OR lease_until < ?
-                   ORDER BY priority DESC, enqueued_at, job_id LIMIT 1)
+                   ORDER BY priority DESC, enqueued_at, rowid LIMIT 1)
                  RETURNING job_id, attempts",
             )
             .bind(worker)

@@ -221,6 +221,17 @@ async fn execute(
                 .map_err(media_failure)?
         }
     };
+    // A free public job's limits hold for the bytes actually fetched, not only for what was
+    // probed at confirm: a URL may serve something longer by now.
+    if job.kind == convertrilo_db::JobKind::Public {
+        let seconds = info.duration_sec.unwrap_or(0.0);
+        let cap = state.config.public_max_duration_secs as f64;
+        if seconds > cap {
+            return Err(Failure::Fatal(format!(
+                "the source is {seconds:.1} s long; public jobs take at most {cap:.0} s"
+            )));
+        }
+    }
     // Price what was actually fetched and probed, and hold that much before any work: the
     // estimate taken at confirm may be missing (its probe failed) or describe other bytes.
     let per_minute = state
@@ -271,6 +282,16 @@ async fn execute(
     })
     .await
     .map_err(media_failure)?;
+    // A header can understate the length; a public job's cap holds for what was encoded.
+    if job.kind == convertrilo_db::JobKind::Public {
+        let encoded = report.output_duration_sec.unwrap_or(duration);
+        let cap = state.config.public_max_duration_secs as f64;
+        if encoded > cap + 1.0 {
+            return Err(Failure::Fatal(format!(
+                "the source is longer than its header declared ({encoded:.1} s encoded); public jobs take at most {cap:.0} s"
+            )));
+        }
+    }
     // The price of what was really encoded. A source whose header understates its length
     // must still be paid for in full before the result is handed over.
     let cost = total_price(per_minute, report.output_duration_sec.unwrap_or(duration));

@@ -64,6 +64,9 @@ pub fn test_config(dir: &Path) -> Config {
         ffmpeg: Some(ffmpeg()),
         ffprobe: Some(ffprobe()),
         log: "error".into(),
+        // The helpers poll statuses every 100 ms; on a busy machine a long encode would reach
+        // the default 100 requests a minute. Tests of the limit set their own.
+        rate_limit_per_minute: 10_000,
         ..Config::default()
     }
 }

@@ -172,3 +172,75 @@ async fn bad_keys_are_refused_and_a_failed_request_frees_its_key() {
     assert_eq!(app.app_state.repos.jobs.queue_depth().await.unwrap(), 1);
     app.stop().await;
 }
+
+/// A host that accepts connections and never answers.
+async fn silent_host() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    (base, task)
+}
+
+#[tokio::test]
+async fn a_client_that_hangs_up_frees_its_key() {
+    let app = spawn_app_with(|c| c.workers = 0).await;
+    let (silent, task) = silent_host().await;
+    let host = FileHost::serve(app.dir.path()).await;
+    let key = [("Idempotency-Key", "hang-up-1")];
+    // The probe of a silent host takes the probe timeout; the client gives up after 1 s.
+    let slow = json!({"sourceUrl": format!("{silent}/clip.mp4")});
+    let r = app
+        .client
+        .post(app.url("/ondemand/encode"))
+        .header("X-API-Key", &app.api_key)
+        .header(key[0].0, key[0].1)
+        .timeout(std::time::Duration::from_secs(1))
+        .json(&slow)
+        .send()
+        .await;
+    assert!(r.is_err(), "the client timed out");
+    // The server notices the hang-up and gives the key back: a corrected request may use it
+    // (here one whose source is missing, which answers at once).
+    let fixed = json!({"sourceUrl": host.url("missing.mp4")});
+    let mut answer = (0, Value::Null);
+    for _ in 0..50 {
+        let (status, _, bytes) = app.post_raw("/ondemand/encode", &fixed, &key).await;
+        answer = (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        );
+        if status != 409 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(answer.0, 422, "the key was freed: {}", answer.1);
+    assert_eq!(answer.1["code"], "probe_failed");
+    // While a request holds its key, a retry is told to wait.
+    let held = {
+        let app = &app;
+        let slow = slow.clone();
+        async move {
+            app.post_raw("/ondemand/encode", &slow, &[("Idempotency-Key", "hold-1")])
+                .await
+        }
+    };
+    let probe = async {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        app.post_raw("/ondemand/encode", &slow, &[("Idempotency-Key", "hold-1")])
+            .await
+    };
+    let (_, (status, headers, _)) = tokio::join!(
+        tokio::time::timeout(std::time::Duration::from_secs(2), held),
+        probe
+    );
+    assert_eq!(status, 409);
+    assert_eq!(headers["retry-after"], "2");
+    task.abort();
+    app.stop().await;
+}

@@ -217,3 +217,65 @@ async fn public_sources_and_request_rates_are_capped() {
     assert_eq!(code, 200);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_worker_holds_public_jobs_to_the_duration_cap_of_what_it_fetches() {
+    let app = spawn_app_with(|c| {
+        c.public_jobs_enabled = true;
+        c.public_max_duration_secs = 3;
+    })
+    .await;
+    // A source that was short when probed and is long when fetched: written straight to the
+    // queue as if its confirm-time probe had seen 2 s.
+    let long = small_clip(app.dir.path(), "grown.mp4", 5);
+    let host = FileHost::serve(app.dir.path()).await;
+    let (code, created) = public_post(
+        &app,
+        "/public/jobs",
+        json!({"codec": "h264", "resolution": "480p", "fps": 30, "sourceUrl": host.url("grown.mp4")}),
+    )
+    .await;
+    assert_eq!(code, 200, "{created}");
+    let id = created["jobId"].as_str().unwrap().to_string();
+    let token = created["statusToken"].as_str().unwrap().to_string();
+    let repos = &app.app_state.repos;
+    let job = repos
+        .jobs
+        .job(id.parse().unwrap(), None)
+        .await
+        .unwrap()
+        .unwrap();
+    let update = convertrilo_db::EstimateUpdate {
+        spec: job.spec.clone(),
+        output_filename: job.output_filename.clone(),
+        duration_sec: Some(2.0),
+        media_info: None,
+        per_minute: Some(convertrilo_core::Neu::ZERO),
+        estimate: Some(convertrilo_core::Neu::ZERO),
+    };
+    repos
+        .jobs
+        .enqueue(job.id, Some(&update), job.priority, None)
+        .await
+        .unwrap();
+    app.app_state.queue_wake.notify_one();
+    assert!(long.is_file());
+    let start = Instant::now();
+    let done = loop {
+        let (_, s) = public_get(&app, &format!("/public/jobs/{id}/status?token={token}")).await;
+        if matches!(s["status"].as_str(), Some("success" | "failed")) {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(
+        done["failureMessage"]
+            .as_str()
+            .unwrap()
+            .contains("at most 3 s"),
+        "{done}"
+    );
+    app.stop().await;
+}

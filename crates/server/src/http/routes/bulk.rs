@@ -112,6 +112,19 @@ pub struct BulkCreateResponse {
     pub jobs: Vec<BulkItem>,
 }
 
+/// When a bulk request stops probing (`bulk_probe_budget_secs` from now).
+fn probe_deadline(state: &AppState) -> tokio::time::Instant {
+    tokio::time::Instant::now()
+        + std::time::Duration::from_secs(state.config.bulk_probe_budget_secs)
+}
+
+fn out_of_time(state: &AppState) -> String {
+    format!(
+        "the source was not probed within this request's {} s budget; send this item again, or the batch in smaller parts",
+        state.config.bulk_probe_budget_secs
+    )
+}
+
 fn summary(issues: &[Issue]) -> String {
     issues
         .iter()
@@ -136,6 +149,10 @@ pub(crate) async fn create_bulk(
     let req = request::parse_bulk(&body).map_err(AppError::invalid_body)?;
     let state = &state;
     let owner = caller.user_id;
+    let raw_items: &[Value] = body["jobs"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
     idempotency::run(
         state,
         owner,
@@ -211,8 +228,18 @@ pub(crate) async fn create_bulk(
                     Err((code, message)) => items.push(BulkItem {
                         index,
                         job_id: None,
-                        external_id: None,
-                        metadata: None,
+                        // Echoed when usable, so the caller can match the rejection to its record.
+                        external_id: raw_items
+                            .get(index)
+                            .and_then(|i| i.get("externalId"))
+                            .and_then(Value::as_str)
+                            .filter(|s| s.chars().count() <= 255)
+                            .map(String::from),
+                        metadata: raw_items
+                            .get(index)
+                            .and_then(|i| i.get("metadata"))
+                            .and_then(Value::as_object)
+                            .cloned(),
                         status: "rejected".into(),
                         error: Some(message),
                         code,
@@ -367,6 +394,7 @@ pub(crate) async fn bulk_confirm(
     missing.extend(not_found_among(&ids, &found));
     let state = &state;
     let overrides = &req.overrides;
+    let deadline = probe_deadline(state);
     // Probe and price the created jobs a few at a time; the others are reported as they are.
     let updates: Vec<Option<AppResult<convertrilo_db::EstimateUpdate>>> =
         // Owned jobs: a stream of futures borrowing from `found` trips the borrow checker's
@@ -377,7 +405,14 @@ pub(crate) async fn bulk_confirm(
             }
             let mut spec = job.spec.clone();
             overrides.apply(&mut spec);
-            Some(jobs::confirm_update(state, &job, Some(spec)).await)
+            let update = tokio::time::timeout_at(deadline, jobs::confirm_update(state, &job, Some(spec)));
+            Some(update.await.unwrap_or_else(|_| {
+                Err(AppError::new(
+                    axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+                    ErrorCode::ProbeFailed,
+                    out_of_time(state),
+                ))
+            }))
         }))
         .buffered(PROBES_AT_ONCE)
         .collect()
