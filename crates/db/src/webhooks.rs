@@ -98,8 +98,9 @@ pub trait WebhookRepo: Send + Sync {
     ) -> DbResult<Option<Webhook>>;
     async fn delete_webhook(&self, id: uuid::Uuid, user: UserId) -> DbResult<bool>;
 
-    /// Pending messages due at `now` of active webhooks, each the oldest pending message of
-    /// its (webhook, job) pair, leased until `lease_until`.
+    /// Pending messages due at `now` of active webhooks, at most one per webhook (none for a
+    /// webhook with an attempt in flight) and each the oldest pending message of its
+    /// (webhook, job) pair, leased until `lease_until`.
     async fn due_messages(
         &self,
         now: i64,

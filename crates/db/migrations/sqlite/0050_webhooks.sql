@@ -33,12 +33,15 @@ CREATE TABLE webhook_messages (
     state           TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'delivered', 'failed')),
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at INTEGER,
+    -- Set while an attempt is in flight (until then); one message per webhook at a time.
+    leased_until    INTEGER,
     -- The body, fixed at the first attempt so every retry sends the same bytes.
     payload         TEXT,
     created_at      INTEGER NOT NULL
 );
 CREATE INDEX webhook_messages_due ON webhook_messages(next_attempt_at) WHERE next_attempt_at IS NOT NULL;
 CREATE INDEX webhook_messages_job ON webhook_messages(webhook_id, job_id, seq) WHERE state = 'pending';
+CREATE INDEX webhook_messages_leased ON webhook_messages(webhook_id, leased_until) WHERE leased_until IS NOT NULL;
 
 -- Every attempt, for GET /webhooks/{id}/deliveries. Bodies and errors are capped; no secret
 -- is ever written here.

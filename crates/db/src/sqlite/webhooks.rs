@@ -226,18 +226,23 @@ impl WebhookRepo for SqliteRepo {
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin().await?;
-        // Oldest pending message per (webhook, job) only: the next one waits until this one is
-        // delivered or given up, which keeps each job's events in order.
+        // One message per webhook at a time (a receiver that never answers holds one slot),
+        // and per (webhook, job) only the oldest pending one, which keeps each job's events in
+        // order.
         let picked = sqlx::query(
-            "UPDATE webhook_messages SET next_attempt_at = ?
+            "UPDATE webhook_messages SET leased_until = ?1
              WHERE seq IN (
-               SELECT m.seq FROM webhook_messages m JOIN webhooks w ON w.id = m.webhook_id
-               WHERE m.next_attempt_at <= ? AND w.is_active = 1
+               SELECT MIN(m.seq) FROM webhook_messages m JOIN webhooks w ON w.id = m.webhook_id
+               WHERE m.state = 'pending' AND m.next_attempt_at <= ?2 AND w.is_active = 1
+                 AND NOT EXISTS (
+                   SELECT 1 FROM webhook_messages l
+                   WHERE l.webhook_id = m.webhook_id AND l.leased_until > ?2)
                  AND NOT EXISTS (
                    SELECT 1 FROM webhook_messages e
                    WHERE e.webhook_id = m.webhook_id AND e.job_id IS m.job_id
                      AND e.state = 'pending' AND e.seq < m.seq)
-               ORDER BY m.seq LIMIT ?)
+               GROUP BY m.webhook_id
+               ORDER BY MIN(m.seq) LIMIT ?3)
              RETURNING *",
         )
         .bind(lease_until)
@@ -295,7 +300,7 @@ impl WebhookRepo for SqliteRepo {
         };
         sqlx::query(
             "UPDATE webhook_messages SET attempts = attempts + 1, state = ?, next_attempt_at = ?,
-               payload = COALESCE(payload, ?)
+               leased_until = NULL, payload = COALESCE(payload, ?)
              WHERE id = ?",
         )
         .bind(state)

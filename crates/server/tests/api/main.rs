@@ -15,3 +15,4 @@ mod openapi;
 mod public;
 mod sdk;
 mod stream;
+mod webhooks;
