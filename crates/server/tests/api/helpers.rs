@@ -64,6 +64,9 @@ pub fn test_config(dir: &Path) -> Config {
         ffmpeg: Some(ffmpeg()),
         ffprobe: Some(ffprobe()),
         log: "error".into(),
+        // Tests poll every 100 ms; on a busy machine an encode outlasts 100 polls a minute.
+        // The limit itself is tested with its own settings (auth.rs).
+        rate_limit_per_minute: 10_000,
         ..Config::default()
     }
 }
