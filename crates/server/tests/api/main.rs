@@ -14,3 +14,4 @@ mod ondemand;
 mod openapi;
 mod public;
 mod sdk;
+mod ssrf;
