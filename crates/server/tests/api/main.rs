@@ -14,4 +14,5 @@ mod ondemand;
 mod openapi;
 mod public;
 mod sdk;
+mod ssrf;
 mod stream;
