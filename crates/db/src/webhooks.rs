@@ -118,6 +118,9 @@ pub trait WebhookRepo: Send + Sync {
         disable: bool,
         max_failures: i32,
     ) -> DbResult<()>;
+    /// Ends the lease of a message whose attempt was abandoned (the process is stopping), so
+    /// that it is sent again at once rather than when the lease runs out.
+    async fn release_lease(&self, message_id: &str) -> DbResult<()>;
     /// Logs a `webhook.test` attempt (no message, no effect on the webhook's failures).
     async fn log_test_delivery(&self, delivery: &Delivery) -> DbResult<()>;
     /// The `limit` most recent attempts for a webhook, newest first.

@@ -38,13 +38,15 @@ async fn deliver(state: &AppState, c: &Callback) -> Result<(), String> {
         .await
         .map_err(|e| format!("ledger: {e}"))?;
     let body = payload(&c.event, c.created_at, &c.job, charged.as_f64());
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "x-webhook-event",
+        reqwest::header::HeaderValue::from_str(&c.event).map_err(|e| e.to_string())?,
+    );
+    // Vetted and pinned again: the name may resolve elsewhere now than at creation.
     let response = state
-        .http
-        .post(url)
-        .timeout(TIMEOUT)
-        .header("x-webhook-event", &c.event)
-        .json(&body)
-        .send()
+        .outbound
+        .post_json(url, &body, headers, TIMEOUT)
         .await
         .map_err(|e| format!("could not reach the receiver: {e}"))?;
     if response.status().is_success() {

@@ -38,8 +38,20 @@ pub struct Config {
     /// Upper bound for one encode (all passes).
     pub encode_timeout_secs: u64,
     pub probe_timeout_secs: u64,
-    /// Connect and idle-read timeout for URL ingest downloads.
+    /// Connect and idle-read timeout for URL ingest downloads (and for resolving their host).
     pub download_timeout_secs: u64,
+    /// Accept `sourceUrl` jobs at all; when off, sources must be uploaded.
+    pub url_ingest_enabled: bool,
+    /// Let source URLs and webhooks reach loopback, private, link-local and other
+    /// non-public addresses. Only for trusted deployments (and tests): it opens SSRF.
+    pub ingest_allow_private_networks: bool,
+    /// Hosts never fetched from or called (a name covers its subdomains; IPs match exactly,
+    /// also as what a name resolves to).
+    pub url_host_blocklist: Vec<String>,
+    /// When not empty, the only hosts fetched from or called (names cover subdomains).
+    pub url_host_allowlist: Vec<String>,
+    /// Refuse sources whose host does not declare their size up front.
+    pub require_content_length: bool,
     /// Encode smaller sources up to the requested box instead of keeping their size.
     pub allow_upscale: bool,
     /// Lifetime of a login's access token (JWT).
@@ -114,6 +126,11 @@ impl Default for Config {
             encode_timeout_secs: 6 * 3600,
             probe_timeout_secs: 30,
             download_timeout_secs: 30,
+            url_ingest_enabled: true,
+            ingest_allow_private_networks: false,
+            url_host_blocklist: Vec::new(),
+            url_host_allowlist: Vec::new(),
+            require_content_length: false,
             allow_upscale: false,
             access_token_ttl_secs: 15 * 60,
             refresh_token_ttl_days: 30,
@@ -155,6 +172,8 @@ pub enum ConfigError {
     File { path: PathBuf, message: String },
     #[error("[pricing]: {message}")]
     Pricing { message: String },
+    #[error("{message}")]
+    Ingest { message: String },
     #[error("environment variable {var}: {message}")]
     Env { var: String, message: String },
 }
@@ -208,6 +227,8 @@ impl Config {
             .pricing
             .validate()
             .map_err(|message| ConfigError::Pricing { message })?;
+        crate::outbound::Policy::from_config(&config)
+            .map_err(|message| ConfigError::Ingest { message })?;
         Ok(config)
     }
 
@@ -258,9 +279,17 @@ impl Config {
     }
 }
 
-/// Environment values are strings; numbers and booleans are typed after the default they replace.
+/// Environment values are strings; numbers, booleans and lists (comma-separated) are typed
+/// after the default they replace.
 fn env_value(raw: &str, current: Option<&toml::Value>) -> toml::Value {
     match current {
+        Some(toml::Value::Array(_)) => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        ),
         Some(toml::Value::Integer(_)) => raw
             .trim()
             .parse()
@@ -303,6 +332,11 @@ mod tests {
             toml::Value::Boolean(true)
         );
         assert_eq!(env_value("x", None), toml::Value::String("x".into()));
+        assert_eq!(
+            env_value(" a.example, ,b.example ", Some(&toml::Value::Array(vec![]))),
+            toml::Value::Array(vec!["a.example".into(), "b.example".into()])
+        );
+        assert!(Config::field_names().contains(&"url_host_blocklist".to_string()));
         assert_eq!(
             redact_url("postgres://u:secret@h:5432/db"),
             "postgres://u:***@h:5432/db"

@@ -3,6 +3,7 @@
 
 use crate::{
     http::error::{AppError, AppResult},
+    outbound::Purpose,
     state::AppState,
 };
 use axum::http::StatusCode;
@@ -88,34 +89,6 @@ impl Draft {
     }
 }
 
-/// Checks a source URL's shape (network checks happen when it is fetched).
-pub fn check_source_url(url: &str) -> AppResult<String> {
-    let parsed = reqwest::Url::parse(url).map_err(|e| {
-        AppError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidUrl,
-            format!("sourceUrl is not a valid URL: {e}"),
-        )
-    })?;
-    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
-        return Err(AppError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidUrl,
-            "sourceUrl must be an http or https URL",
-        ));
-    }
-    Ok(parsed.to_string())
-}
-
-/// Checks a URL the service will call on a customer's behalf (a webhook). `field` names it in
-/// the error.
-pub async fn check_customer_url(_state: &AppState, url: &str, field: &str) -> AppResult<()> {
-    check_source_url(url).map(drop).map_err(|e| AppError {
-        message: e.message.replace("sourceUrl", field),
-        ..e
-    })
-}
-
 /// Builds the job a draft describes, probing and pricing it first when it is to be queued
 /// at once. Nothing is written: the caller inserts the result (with its idempotent
 /// response, when there is one) in one transaction.
@@ -123,7 +96,16 @@ pub async fn prepare(state: &AppState, owner: UserId, d: Draft) -> AppResult<New
     check_spec(state, &d.spec)?;
     let (ingest, source_url) = match &d.source {
         SourceRequest::Upload => (Ingest::Upload, None),
-        SourceRequest::Url(url) => (Ingest::Url, Some(check_source_url(url)?)),
+        // Scheme, host lists, one resolution and the address ranges; the HTTP checks come
+        // with the probe (now when confirming, else later) and again at download time.
+        SourceRequest::Url(url) => {
+            let vetted = state
+                .outbound
+                .vet_source(url)
+                .await
+                .map_err(|e| e.into_app(Purpose::Source))?;
+            (Ingest::Url, Some(vetted.url.to_string()))
+        }
         SourceRequest::S3(_) => {
             return Err(AppError::bad_request(
                 "sourceS3 ingest is not available on this server yet; give a sourceUrl, or leave the source out to upload the file",
@@ -278,49 +260,74 @@ pub async fn accept_upload(
     Ok(queued.status)
 }
 
-/// Where ffprobe can read the job's input, once there is one.
-fn input_location(state: &AppState, job: &Job) -> AppResult<String> {
-    match job.ingest {
-        Ingest::Url => job
-            .source_url
-            .clone()
-            .ok_or_else(|| AppError::internal("url job without url")),
-        Ingest::Upload if job.input_size.is_none() => Err(AppError::bad_request(
+/// The stored input's local path, once it has been uploaded.
+fn upload_location(state: &AppState, job: &Job) -> AppResult<String> {
+    if job.input_size.is_none() {
+        return Err(AppError::bad_request(
             "the source has not been uploaded yet: PUT the file to the job's upload.url first",
-        )),
-        Ingest::Upload => state
-            .store
-            .local_path(&job.input_key)
-            .map(|p| p.to_string_lossy().into_owned())
-            .ok_or_else(|| AppError::internal("object store has no local path")),
+        ));
     }
+    state
+        .store
+        .local_path(&job.input_key)
+        .map(|p| p.to_string_lossy().into_owned())
+        .ok_or_else(|| AppError::internal("object store has no local path"))
 }
 
 /// Probes the job's input. A file that is not a readable video is the client's problem
 /// (`422 probe_failed`); a broken toolchain is ours.
+///
+/// A URL source is checked first (vetted, fetched through the guarded client, its status,
+/// type and size checked), then ffprobe reads it through the loopback probe proxy, never
+/// from the customer's URL: see `crate::outbound`.
 pub async fn probe_input(state: &AppState, job: &Job) -> AppResult<MediaInfo> {
-    let location = input_location(state, job)?;
     let timeout = Duration::from_secs(state.config.probe_timeout_secs);
-    probe(&state.tools, &location, timeout)
-        .await
-        .map_err(|e| match e {
-            MediaError::NotAVideo(msg) => AppError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorCode::ProbeFailed,
-                msg,
-            ),
-            // A missing ffprobe or a missing stored object is ours to fix.
-            MediaError::Process(ProcessError::Spawn { .. }) | MediaError::Io(_) => {
-                AppError::internal(e)
+    let result = match job.ingest {
+        Ingest::Upload => probe(&state.tools, &upload_location(state, job)?, timeout).await,
+        Ingest::Url => {
+            let url = job
+                .source_url
+                .as_deref()
+                .ok_or_else(|| AppError::internal("url job without url"))?;
+            let limit = source_limit(state, job);
+            let (first, response) = state
+                .outbound
+                .open_source(url, limit)
+                .await
+                .map_err(|e| e.into_app(Purpose::Source))?;
+            // Only the headers were wanted; ffprobe reads what it needs through the proxy.
+            drop(response);
+            // The ticket lives a little longer than ffprobe may, and closes with this scope.
+            let ticket = state
+                .probe_proxy
+                .open(first, limit, timeout + Duration::from_secs(5));
+            let result = probe(&state.tools, ticket.url(), timeout).await;
+            if result.is_err() {
+                if let Some(refusal) = ticket.refusal() {
+                    return Err(refusal.into_app(Purpose::Source));
+                }
             }
-            // Anything else went wrong reading the source (unreachable or hanging host, an
-            // unreadable file): the client can act on it.
-            other => AppError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                ErrorCode::ProbeFailed,
-                format!("could not read the source: {}", other.user_message()),
-            ),
-        })
+            result
+        }
+    };
+    result.map_err(|e| match e {
+        MediaError::NotAVideo(msg) => AppError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::ProbeFailed,
+            msg,
+        ),
+        // A missing ffprobe or a missing stored object is ours to fix.
+        MediaError::Process(ProcessError::Spawn { .. }) | MediaError::Io(_) => {
+            AppError::internal(e)
+        }
+        // Anything else went wrong reading the source (unreachable or hanging host, an
+        // unreadable file): the client can act on it.
+        other => AppError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorCode::ProbeFailed,
+            format!("could not read the source: {}", other.user_message()),
+        ),
+    })
 }
 
 /// Probe results (reusing a stored probe when there is one) plus the price for `spec`.

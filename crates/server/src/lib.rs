@@ -10,6 +10,7 @@ pub mod housekeeping;
 pub mod http;
 pub mod idempotency;
 pub mod jobs;
+pub mod outbound;
 pub mod ratelimit;
 pub mod session;
 pub mod startup;

@@ -5,6 +5,7 @@ use crate::{
     accounts,
     config::Config,
     http,
+    outbound::{Network, Outbound, Policy, ProbeProxy, SystemNetwork},
     state::{AppState, RunningJobs},
 };
 use anyhow::Context;
@@ -13,7 +14,7 @@ use convertrilo_db::Repos;
 use convertrilo_media::{Capabilities, ScratchRoot, Tools};
 use convertrilo_storage::{LocalStore, UrlSigner};
 use rand::{distributions::Alphanumeric, Rng};
-use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc};
 use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -61,6 +62,25 @@ pub async fn open_repos(config: &Config) -> anyhow::Result<Repos> {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
+        Self::build_with_network(config, Arc::new(SystemNetwork)).await
+    }
+
+    /// As [`Application::build`], resolving customer-given host names with `network`. The
+    /// service uses the system resolver; tests use this to make a loopback server stand in
+    /// for a public host, so that the address checks run exactly as in service.
+    pub async fn build_with_network(
+        config: Config,
+        network: Arc<dyn Network>,
+    ) -> anyhow::Result<Application> {
+        let policy = Policy::from_config(&config).map_err(|m| anyhow::anyhow!(m))?;
+        if policy.allow_private {
+            tracing::warn!(
+                "ingest_allow_private_networks is ON: source URLs and webhooks may reach loopback, private and link-local addresses (including cloud metadata services); never enable this on a server that untrusted clients can use"
+            );
+        }
+        if !policy.ingest_enabled {
+            tracing::info!("URL ingest is off: sources must be uploaded");
+        }
         let repos = open_repos(&config).await?;
         let tools = tools(&config);
         let caps = Capabilities::detect(&tools).await.map_err(|e| {
@@ -106,17 +126,12 @@ impl Application {
             .await?;
         let store = LocalStore::new(config.objects_dir())
             .with_context(|| format!("object directory {}", config.objects_dir().display()))?;
-        let http_client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(config.download_timeout_secs))
-            .read_timeout(Duration::from_secs(config.download_timeout_secs))
-            .user_agent(concat!("convertrilo/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let outbound = Outbound::new(policy, network);
+        let shutdown = CancellationToken::new();
+        let (probe_proxy, proxy_task) = ProbeProxy::start(outbound.clone(), shutdown.clone())
+            .await
+            .context("starting the probe proxy on 127.0.0.1")?;
 
-        let webhook_http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("convertrilo-webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()?;
         let state = AppState {
             config: Arc::new(config),
             repos,
@@ -126,8 +141,8 @@ impl Application {
             caps: Arc::new(caps),
             queue_wake: Arc::new(Notify::new()),
             running: RunningJobs::default(),
-            http: http_client,
-            webhook_http,
+            outbound,
+            probe_proxy,
             sessions: crate::session::SessionKeys::new(jwt_secret.into_bytes()),
             limits: crate::ratelimit::RateLimiter::default(),
             public_owner: None,
@@ -143,8 +158,7 @@ impl Application {
             );
         }
 
-        let shutdown = CancellationToken::new();
-        let (mut workers, mut swept_scratch_dirs) = (Vec::new(), 0);
+        let (mut workers, mut swept_scratch_dirs) = (vec![proxy_task], 0);
         if state.config.workers > 0 {
             let owner = format!("p{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
             let (scratch, swept) = ScratchRoot::create(&state.config.scratch_dir(), &owner)

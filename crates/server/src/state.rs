@@ -23,11 +23,10 @@ pub struct AppState {
     /// Wakes an idle in-process worker when a job is queued (workers also poll as a fallback).
     pub queue_wake: Arc<Notify>,
     pub running: RunningJobs,
-    /// Client for URL ingest downloads.
-    pub http: reqwest::Client,
-    /// Client for webhook deliveries: never follows redirects (a receiver cannot send us on
-    /// to another address).
-    pub webhook_http: reqwest::Client,
+    /// The only way to reach a customer-given URL (sources, webhooks): vetted and pinned.
+    pub outbound: crate::outbound::Outbound,
+    /// Where ffprobe reads URL sources (a loopback proxy to the vetted address).
+    pub probe_proxy: crate::outbound::ProbeProxy,
     pub sessions: crate::session::SessionKeys,
     pub limits: crate::ratelimit::RateLimiter,
     /// The system account public jobs belong to; `None` while public jobs are off.

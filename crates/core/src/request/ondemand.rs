@@ -41,7 +41,7 @@ pub fn parse_ondemand(body: &Value) -> Result<OnDemandCreate, Vec<Issue>> {
         .get("sourceUrl")
         .and_then(Value::as_str)
         .is_some_and(|s| s.trim().is_empty());
-    let source_url = if blank { None } else { f.http_url("sourceUrl") };
+    let source_url = if blank { None } else { f.url("sourceUrl") };
     if source_url.is_none() && (blank || f.get("sourceUrl").is_none()) {
         f.missing("sourceUrl", "the http(s) URL of the video to encode");
     }
@@ -69,7 +69,7 @@ pub fn parse_ondemand(body: &Value) -> Result<OnDemandCreate, Vec<Issue>> {
     let output_expiry_secs = f
         .int("outputExpiry", OUTPUT_EXPIRY_MIN, OUTPUT_EXPIRY_MAX, false)
         .unwrap_or(OUTPUT_EXPIRY_DEFAULT);
-    let webhook = f.http_url("webhook");
+    let webhook = f.url("webhook");
     let s3 = f.object("outputS3");
     let drive = f.object("outputGoogleDrive");
     let dropbox = f.object("outputDropbox").is_some();
@@ -125,7 +125,7 @@ mod tests {
     fn names_every_bad_field() {
         let issues = parse_ondemand(&json!({
             "resolution": "4320p", "fps": 121, "priority": "urgent", "outputExpiry": 60,
-            "webhook": "ftp://x", "externalId": "x".repeat(256)
+            "webhook": 5, "externalId": "x".repeat(256)
         }))
         .unwrap_err();
         let paths: Vec<&str> = issues.iter().map(|i| i.path.as_str()).collect();

@@ -35,7 +35,7 @@ pub fn parse_public_create(body: &Value) -> Result<PublicCreate, Vec<Issue>> {
     if let Some(c) = f.wire::<Container>("container", false) {
         spec.container = c;
     }
-    let source_url = f.http_url("sourceUrl");
+    let source_url = f.url("sourceUrl");
     let original_filename = f.string("originalFilename", 255);
     f.finish(PublicCreate {
         spec,

@@ -337,6 +337,14 @@ impl WebhookRepo for SqliteRepo {
         Ok(())
     }
 
+    async fn release_lease(&self, message_id: &str) -> DbResult<()> {
+        sqlx::query("UPDATE webhook_messages SET leased_until = NULL WHERE id = ?")
+            .bind(message_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn log_test_delivery(&self, d: &Delivery) -> DbResult<()> {
         let mut conn = self.pool.acquire().await?;
         insert_delivery(&mut conn, d).await?;

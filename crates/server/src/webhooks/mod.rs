@@ -9,7 +9,7 @@
 pub mod sign;
 
 use crate::state::AppState;
-use axum::http::HeaderValue;
+use axum::http::{HeaderMap, HeaderValue};
 use convertrilo_core::{
     time::{now_ms, rfc3339},
     JobStatus, WireEnum,
@@ -23,8 +23,9 @@ use tokio_util::sync::CancellationToken;
 
 /// Response bodies and errors are kept to this many characters.
 pub const CAPTURE_CHARS: usize = 2048;
-/// How long a picked message is reserved for its attempt (longer than any attempt).
-const LEASE_MS: i64 = 120_000;
+/// How long a picked message is reserved beyond its attempt's timeout. A process that dies
+/// mid-attempt holds its webhook's slot that long; a stopping one hands it back at once.
+const LEASE_MARGIN_MS: i64 = 5_000;
 /// Retry waits double from `webhook_retry_base_secs` up to this.
 const MAX_WAIT_SECS: i64 = 12 * 3600;
 
@@ -67,7 +68,12 @@ pub fn event_payload(
 /// Checks a webhook URL before it is stored or called: the network-level rules of URL ingest
 /// (no private, loopback or metadata addresses unless the operator allows private networks).
 pub async fn check_url(state: &AppState, url: &str) -> crate::http::error::AppResult<()> {
-    crate::jobs::check_customer_url(state, url, "url").await
+    state
+        .outbound
+        .vet(url)
+        .await
+        .map(drop)
+        .map_err(|e| e.into_app(crate::outbound::Purpose::Webhook))
 }
 
 /// Cuts `text` to [`CAPTURE_CHARS`] characters.
@@ -113,35 +119,37 @@ async fn capture(response: reqwest::Response) -> String {
     capped(&String::from_utf8_lossy(&bytes))
 }
 
-/// POSTs `body` to the webhook with every signature header.
+/// POSTs `body` to the webhook with every signature header, through the outbound guard (the
+/// address is vetted and pinned at each attempt; redirects are not followed).
 pub async fn send(state: &AppState, hook: &Webhook, msg_id: &str, event: &str, body: &str) -> Sent {
     let started = Instant::now();
     let ts = now_ms() / 1000;
-    let header = |v: &str| HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static(""));
-    let request = state
-        .webhook_http
-        .post(&hook.url)
-        .timeout(Duration::from_secs(state.config.webhook_timeout_secs))
-        .header("content-type", "application/json")
-        .header(
-            "x-webhook-signature",
-            header(&sign::contract_signature(&hook.secret, body.as_bytes())),
-        )
-        .header("x-webhook-event", header(event))
-        .header("x-webhook-id", header(&hook.id.to_string()))
-        .header("webhook-id", header(msg_id))
-        .header("webhook-timestamp", header(&ts.to_string()))
-        .header(
-            "webhook-signature",
-            header(&sign::standard_signature(
-                &hook.secret,
-                msg_id,
-                ts,
-                body.as_bytes(),
-            )),
-        )
-        .body(body.to_string());
-    match request.send().await {
+    let mut headers = HeaderMap::new();
+    let mut put = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    };
+    put("content-type", "application/json");
+    put(
+        "x-webhook-signature",
+        &sign::contract_signature(&hook.secret, body.as_bytes()),
+    );
+    put("x-webhook-event", event);
+    put("x-webhook-id", &hook.id.to_string());
+    put("webhook-id", msg_id);
+    put("webhook-timestamp", &ts.to_string());
+    put(
+        "webhook-signature",
+        &sign::standard_signature(&hook.secret, msg_id, ts, body.as_bytes()),
+    );
+    let timeout = Duration::from_secs(state.config.webhook_timeout_secs);
+    let sent = state
+        .outbound
+        .post_bytes(&hook.url, body.as_bytes().to_vec(), headers, timeout)
+        .await;
+    let duration_ms = started.elapsed().as_millis() as i64;
+    match sent {
         Ok(response) => {
             let code = response.status().as_u16();
             let text = capture(response).await;
@@ -150,19 +158,24 @@ pub async fn send(state: &AppState, hook: &Webhook, msg_id: &str, event: &str, b
                 error: (!(200..300).contains(&code))
                     .then(|| format!("the receiver answered HTTP {code}")),
                 response_body: Some(text),
-                duration_ms: started.elapsed().as_millis() as i64,
+                duration_ms,
             }
         }
-        Err(e) => Sent {
-            status_code: None,
-            response_body: None,
-            error: Some(capped(&if e.is_timeout() {
+        Err(e) => {
+            let message = e.to_string();
+            // A timeout reads as such: the receiver did not answer in time.
+            let message = if started.elapsed() >= timeout {
                 format!("no answer within {} s", state.config.webhook_timeout_secs)
             } else {
-                format!("could not reach the receiver: {e}")
-            })),
-            duration_ms: started.elapsed().as_millis() as i64,
-        },
+                message
+            };
+            Sent {
+                status_code: None,
+                response_body: None,
+                error: Some(capped(&message)),
+                duration_ms,
+            }
+        }
     }
 }
 
@@ -258,7 +271,10 @@ async fn deliver(state: &AppState, m: DueMessage) {
 pub fn spawn(state: AppState, shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let slots = state.config.webhook_delivery_slots.max(1) as i64;
+        let lease = state.config.webhook_timeout_secs as i64 * 1000 + LEASE_MARGIN_MS;
         let mut sending = JoinSet::new();
+        // Message ids in flight, by task, to hand their leases back when stopping.
+        let mut in_flight = std::collections::HashMap::new();
         loop {
             let free = slots - sending.len() as i64;
             if free > 0 {
@@ -266,13 +282,15 @@ pub fn spawn(state: AppState, shutdown: CancellationToken) -> tokio::task::JoinH
                 match state
                     .repos
                     .webhooks
-                    .due_messages(now, now + LEASE_MS, free)
+                    .due_messages(now, now + lease, free)
                     .await
                 {
                     Ok(due) => {
                         for m in due {
                             let state = state.clone();
-                            sending.spawn(async move { deliver(&state, m).await });
+                            let id = m.id.clone();
+                            let task = sending.spawn(async move { deliver(&state, m).await });
+                            in_flight.insert(task.id(), id);
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "could not read due webhook events"),
@@ -281,12 +299,25 @@ pub fn spawn(state: AppState, shutdown: CancellationToken) -> tokio::task::JoinH
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                Some(_) = sending.join_next(), if !sending.is_empty() => {}
+                Some(done) = sending.join_next_with_id(), if !sending.is_empty() => {
+                    if let Ok((task, ())) = done {
+                        in_flight.remove(&task);
+                    }
+                }
             }
-            while sending.try_join_next().is_some() {}
+            while let Some(done) = sending.try_join_next_with_id() {
+                if let Ok((task, ())) = done {
+                    in_flight.remove(&task);
+                }
+            }
         }
-        // In-flight attempts are dropped; their leases run out and they are sent again.
+        // Attempts cut short are sent again (at least once), right after the next start.
         sending.abort_all();
+        for id in in_flight.into_values() {
+            if let Err(e) = state.repos.webhooks.release_lease(&id).await {
+                tracing::warn!(error = %e, "could not hand back a webhook lease");
+            }
+        }
     })
 }
 

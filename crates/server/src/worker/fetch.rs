@@ -1,5 +1,7 @@
-//! Downloads a URL source to a local file, streaming, with a size cap and timeouts.
+//! Downloads a URL source to a local file, streaming, through the guarded client (see
+//! `crate::outbound`), with a size cap and timeouts.
 
+use crate::outbound::{describe, Outbound, OutboundError};
 use futures::StreamExt;
 use std::time::{Duration, Instant};
 
@@ -13,6 +15,9 @@ use tokio::io::AsyncWriteExt;
 /// Why a download failed; every variant's message is fit for `failureMessage`.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
+    /// The URL or its response was refused, or the host could not be reached.
+    #[error("{}", .0.failure_message())]
+    Refused(OutboundError),
     #[error("could not download the source: {0}")]
     Http(String),
     #[error("the source is larger than this server's limit of {0} bytes")]
@@ -30,26 +35,18 @@ impl FetchError {
     }
 }
 
+/// Downloads `url` to `dest`: vetted and pinned, each redirect checked, the response's type
+/// and declared size checked, and the size capped again while streaming.
 pub async fn download(
-    client: &reqwest::Client,
+    outbound: &Outbound,
     url: &str,
     dest: &Path,
     limit: u64,
 ) -> Result<u64, FetchError> {
-    let response = client
-        .get(url)
-        .send()
+    let (_, response) = outbound
+        .open_source(url, limit)
         .await
-        .map_err(|e| FetchError::Http(describe(&e)))?;
-    let status = response.status();
-    if !status.is_success() {
-        return Err(FetchError::Http(format!(
-            "the server answered HTTP {status}"
-        )));
-    }
-    if response.content_length().is_some_and(|n| n > limit) {
-        return Err(FetchError::TooLarge(limit));
-    }
+        .map_err(FetchError::Refused)?;
     let mut file = tokio::fs::File::create(dest).await?;
     let mut written = 0u64;
     let mut body = response.bytes_stream();
@@ -76,19 +73,4 @@ pub async fn download(
     }
     file.flush().await?;
     Ok(written)
-}
-
-/// reqwest's Display omits the cause chain, which holds the useful part ("connection refused").
-fn describe(e: &reqwest::Error) -> String {
-    let mut msg = if e.is_timeout() {
-        "the download timed out".to_string()
-    } else {
-        e.to_string()
-    };
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        msg.push_str(&format!(": {s}"));
-        source = s.source();
-    }
-    msg
 }

@@ -202,7 +202,7 @@ async fn execute(
                 .ok_or_else(|| Failure::Fatal("the job has no source URL".into()))?;
             let dest = dir.path().join("source");
             tokio::select! {
-                r = fetch::download(&state.http, url, &dest, crate::jobs::source_limit(state, job)) => match r {
+                r = fetch::download(&state.outbound, url, &dest, crate::jobs::source_limit(state, job)) => match r {
                     Ok(bytes) => tracing::info!(bytes, "source downloaded"),
                     Err(e) if e.is_transient() => return Err(Failure::Retry(e.to_string())),
                     Err(e) => return Err(Failure::Fatal(e.to_string())),

@@ -1,7 +1,10 @@
 //! Test harness: a real server on a random port over a temporary data directory, a local HTTP
 //! server for URL ingest, generated clips, and ffprobe checks of outputs.
 
-use convertrilo_server::{Application, Config};
+use convertrilo_server::{
+    outbound::{Network, SystemNetwork},
+    Application, Config,
+};
 use serde_json::{json, Value};
 use std::{
     path::{Path, PathBuf},
@@ -64,8 +67,11 @@ pub fn test_config(dir: &Path) -> Config {
         ffmpeg: Some(ffmpeg()),
         ffprobe: Some(ffprobe()),
         log: "error".into(),
-        // The helpers poll statuses every 100 ms; on a busy machine a long encode would reach
-        // the default 100 requests a minute. Tests of the limit set their own.
+        // The tests' file hosts and webhook receivers listen on loopback; the SSRF tests
+        // (ssrf.rs) turn this off again.
+        ingest_allow_private_networks: true,
+        // Tests poll every 100 ms; on a busy machine an encode outlasts 100 polls a minute.
+        // The limit itself is tested with its own settings (auth.rs).
         rate_limit_per_minute: 10_000,
         ..Config::default()
     }
@@ -76,11 +82,19 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
+    spawn_app_on(std::sync::Arc::new(SystemNetwork), tweak).await
+}
+
+/// A server whose customer-given host names resolve through `network`.
+pub async fn spawn_app_on(
+    network: std::sync::Arc<dyn Network>,
+    tweak: impl FnOnce(&mut Config),
+) -> TestApp {
     convertrilo_server::telemetry::init("error");
     let dir = tempfile::tempdir().unwrap();
     let mut config = test_config(dir.path());
     tweak(&mut config);
-    let app = Application::build(config.clone())
+    let app = Application::build_with_network(config.clone(), network)
         .await
         .expect("server starts");
     let api_key = app
@@ -108,6 +122,36 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
 }
 
 impl TestApp {
+    /// Stops the server and starts a new one on the same data directory and settings (the
+    /// API key stays valid; the listening port changes).
+    pub async fn restart(mut self) -> TestApp {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(20), server).await;
+        }
+        let app = Application::build(self.config.clone())
+            .await
+            .expect("server restarts");
+        let base = app.public_url().to_string();
+        let app_state = app.state().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        TestApp {
+            base,
+            api_key: self.api_key.clone(),
+            client: reqwest::Client::new(),
+            config: self.config.clone(),
+            app_state,
+            stop: Some(stop),
+            server: Some(server),
+            dir: std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

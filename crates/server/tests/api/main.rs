@@ -14,5 +14,6 @@ mod ondemand;
 mod openapi;
 mod public;
 mod sdk;
+mod ssrf;
 mod stream;
 mod webhooks;

@@ -279,7 +279,7 @@ async fn priorities_cancel_and_bad_requests() {
         (
             json!({"sourceUrl": src, "webhook": "mailto:a@b.c"}),
             400,
-            "invalid_body",
+            "invalid_url",
         ),
         (
             json!({"sourceUrl": src, "codec": "h264", "container": "webm"}),

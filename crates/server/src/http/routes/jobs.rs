@@ -59,7 +59,7 @@ fn must_be_created(job: &Job, action: &str) -> AppResult<()> {
 #[utoipa::path(post, path = "/jobs", tag = "jobs", request_body = JobCreateRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key and body replay the first response (with `Idempotent-Replayed: true`); a different body is 409.")),
     security(("BearerAuth" = []), ("ApiKeyAuth" = [])),
-    responses((status = 200, body = JobCreateResponse), (status = 400, body = ErrorBody), (status = 402, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses((status = 200, body = JobCreateResponse), (status = 400, body = ErrorBody), (status = 402, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn create_job(
     State(state): State<AppState>,
     caller: Caller,
@@ -89,7 +89,7 @@ async fn create_job(
 /// Probe the input's duration.
 #[utoipa::path(get, path = "/jobs/{id}/probe-duration", tag = "jobs", params(("id" = String, Path)),
     security(("BearerAuth" = []), ("ApiKeyAuth" = [])),
-    responses((status = 200, body = ProbeDurationResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses((status = 200, body = ProbeDurationResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn probe_duration(
     State(state): State<AppState>,
     caller: Caller,
@@ -151,7 +151,7 @@ async fn approve_unified(
 /// Queue the job (probing and pricing it first when not done yet).
 #[utoipa::path(post, path = "/jobs/{id}/confirm", tag = "jobs", params(("id" = String, Path)),
     request_body(content = Option<ConfirmRequest>), security(("BearerAuth" = []), ("ApiKeyAuth" = [])),
-    responses((status = 200, body = ConfirmResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 402, body = ErrorBody), (status = 413, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses((status = 200, body = ConfirmResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 402, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn confirm_job(
     State(state): State<AppState>,
     caller: Caller,

@@ -11,6 +11,7 @@ use crate::{
     },
     idempotency::{self, Saved},
     jobs::{self, Draft},
+    outbound::Purpose,
     state::AppState,
 };
 use axum::{
@@ -160,7 +161,7 @@ fn premium(state: &AppState, priority: Priority) -> Factor {
 #[utoipa::path(post, path = "/ondemand/encode", tag = "ondemand", request_body = OnDemandEncodeRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Retry safely: the same key and body replay the first response; a different body is 409.")),
     security(("BearerAuth" = []), ("ApiKeyAuth" = [])),
-    responses((status = 200, body = OnDemandEncodeResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 402, body = ErrorBody),
+    responses((status = 200, body = OnDemandEncodeResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 402, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub(crate) async fn encode(
     State(state): State<AppState>,
@@ -185,15 +186,20 @@ pub(crate) async fn encode(
             ))
         }
     }
-    let callback_url = req
-        .webhook
-        .as_deref()
-        .map(jobs::check_source_url)
-        .transpose()
-        .map_err(|e| AppError {
-            message: e.message.replace("sourceUrl", "webhook"),
-            ..e
-        })?;
+    // The webhook is a URL we will call: the same checks as a source (and again when the
+    // callback is sent).
+    let callback_url = match req.webhook.as_deref() {
+        Some(url) => Some(
+            state
+                .outbound
+                .vet(url)
+                .await
+                .map_err(|e| e.into_app(Purpose::Webhook))?
+                .url
+                .to_string(),
+        ),
+        None => None,
+    };
     let state = &state;
     idempotency::run(
         state,

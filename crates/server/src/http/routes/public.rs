@@ -157,7 +157,7 @@ pub(crate) async fn create(
 
 /// Probe the source's duration (refused above the public maximum).
 #[utoipa::path(get, path = "/public/jobs/{id}/probe-duration", tag = "public", params(("id" = String, Path)),
-    responses((status = 200, body = ProbeDurationResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses((status = 200, body = ProbeDurationResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub(crate) async fn probe_duration(
     State(state): State<AppState>,
     caller: PublicCaller,
@@ -178,7 +178,7 @@ pub(crate) async fn probe_duration(
 /// Queue the public job once its source is in limits.
 #[utoipa::path(post, path = "/public/jobs/{id}/confirm", tag = "public", params(("id" = String, Path)),
     request_body(content = Option<ConfirmRequest>),
-    responses((status = 200, body = ConfirmResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses((status = 200, body = ConfirmResponse), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub(crate) async fn confirm(
     State(state): State<AppState>,
     caller: PublicCaller,

@@ -79,6 +79,13 @@ pub struct WebhookListResponse {
 }
 
 #[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    Success,
+    Failed,
+}
+
+#[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookDeliveryResponse {
     pub id: String,
@@ -87,8 +94,7 @@ pub struct WebhookDeliveryResponse {
     pub message_id: String,
     pub event: String,
     pub job_id: Option<String>,
-    /// success or failed.
-    pub status: String,
+    pub status: DeliveryStatus,
     pub status_code: Option<i32>,
     pub duration_ms: Option<i64>,
     pub response_body: Option<String>,
@@ -136,7 +142,11 @@ fn delivery_view(d: &Delivery) -> WebhookDeliveryResponse {
         message_id: d.message_id.clone(),
         event: d.event.clone(),
         job_id: d.job_id.map(|j| j.to_string()),
-        status: if d.success { "success" } else { "failed" }.into(),
+        status: if d.success {
+            DeliveryStatus::Success
+        } else {
+            DeliveryStatus::Failed
+        },
         status_code: d.status_code,
         duration_ms: d.duration_ms,
         response_body: d.response_body.clone(),
