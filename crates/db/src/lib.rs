@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod ledger;
 pub mod model;
 pub mod sqlite;
+pub mod webhooks;
 
 pub use auth::{AuthRepo, RefreshToken, Rotation};
 pub use idempotency::{IdemBegin, IdemClaim, IdempotencyRepo, IdempotentResponse};
@@ -18,6 +19,7 @@ pub use ledger::{
     Balance, Bucket, BucketBalance, EntryKind, LedgerEntry, LedgerRepo, Reservation, Trial,
 };
 pub use model::*;
+pub use webhooks::{AfterAttempt, Delivery, DueMessage, Webhook, WebhookRepo, WebhookUpdate};
 
 use async_trait::async_trait;
 use convertrilo_core::{JobId, Neu, UserId};
@@ -165,6 +167,7 @@ pub struct Repos {
     pub auth: Arc<dyn AuthRepo>,
     pub ledger: Arc<dyn LedgerRepo>,
     pub idempotency: Arc<dyn IdempotencyRepo>,
+    pub webhooks: Arc<dyn WebhookRepo>,
 }
 
 /// Opens (creating if needed) and migrates the database at `url`.
@@ -176,7 +179,8 @@ pub async fn connect(url: &str) -> DbResult<Repos> {
             jobs: repo.clone(),
             auth: repo.clone(),
             ledger: repo.clone(),
-            idempotency: repo,
+            idempotency: repo.clone(),
+            webhooks: repo,
         })
     } else {
         Err(DbError::UnsupportedUrl(url.to_string()))

@@ -4,12 +4,9 @@
 //! on its own tasks, never inside a job's work, and a slow receiver holds one slot only.
 
 use crate::state::AppState;
-use convertrilo_core::{
-    time::{now_ms, rfc3339},
-    JobStatus, WireEnum,
-};
+use convertrilo_core::time::now_ms;
 use convertrilo_db::{Callback, Job};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -23,33 +20,9 @@ const LEASE_MS: i64 = 60_000;
 /// Waits before each retry, in multiples of `callback_retry_secs` (5 s: 5 s, 30 s, 2 min, 10 min).
 const BACKOFF: [i64; 4] = [1, 6, 24, 120];
 
-/// The failure code a terminal status is reported with.
-fn failure_code(status: JobStatus) -> Option<&'static str> {
-    match status {
-        JobStatus::Failed => Some("job_failed"),
-        JobStatus::Canceled => Some("job_canceled"),
-        _ => None,
-    }
-}
-
 /// The event body: the same shape as managed webhook events.
 pub fn payload(event: &str, at_ms: i64, job: &Job, final_neu: f64) -> Value {
-    json!({
-        "event": event,
-        "timestamp": rfc3339(at_ms),
-        "data": {
-            "jobId": job.id.to_string(),
-            "userId": job.user_id.to_string(),
-            "status": job.status.as_str(),
-            "encoder": job.encoder,
-            "durationSec": job.output_duration_sec.or(job.duration_sec),
-            "finalNeu": final_neu,
-            "externalId": job.external_id,
-            "metadata": job.metadata,
-            "error": if job.status == JobStatus::Success { None } else { job.failure_message.clone() },
-            "failureCode": failure_code(job.status),
-        }
-    })
+    crate::webhooks::event_payload(event, at_ms, job, job.status, Some(final_neu))
 }
 
 async fn deliver(state: &AppState, c: &Callback) -> Result<(), String> {

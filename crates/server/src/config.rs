@@ -94,6 +94,18 @@ pub struct Config {
     pub callback_max_attempts: i32,
     /// Wait before the first callback retry; later ones wait 6, 24 and 120 times as long.
     pub callback_retry_secs: u64,
+    /// Managed webhooks an account may have.
+    pub webhook_limit_per_account: u32,
+    /// Webhook deliveries in flight at once (a receiver that never answers holds one).
+    pub webhook_delivery_slots: usize,
+    /// A receiver gets this long to answer.
+    pub webhook_timeout_secs: u64,
+    /// First retry wait; each later one doubles, up to 12 h.
+    pub webhook_retry_base_secs: u64,
+    /// Attempts per event before it is given up (19 at 5 s doubling span about three days).
+    pub webhook_max_attempts: i32,
+    /// Consecutive failed attempts that disable a webhook.
+    pub webhook_max_failures: i32,
 }
 
 impl Default for Config {
@@ -139,6 +151,12 @@ impl Default for Config {
             idempotency_retention_hours: 24,
             callback_max_attempts: 4,
             callback_retry_secs: 5,
+            webhook_limit_per_account: 10,
+            webhook_delivery_slots: 16,
+            webhook_timeout_secs: 15,
+            webhook_retry_base_secs: 5,
+            webhook_max_attempts: 19,
+            webhook_max_failures: 10,
         }
     }
 }

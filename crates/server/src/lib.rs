@@ -16,6 +16,7 @@ pub mod session;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
+pub mod webhooks;
 mod worker;
 
 pub use config::Config;

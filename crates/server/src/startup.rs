@@ -178,6 +178,7 @@ impl Application {
             );
         }
         workers.push(crate::callbacks::spawn(state.clone(), shutdown.clone()));
+        workers.push(crate::webhooks::spawn(state.clone(), shutdown.clone()));
         workers.push(crate::housekeeping::spawn(state.clone(), shutdown.clone()));
         let router = http::router(state.clone());
         Ok(Application {

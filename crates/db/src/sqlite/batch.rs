@@ -2,7 +2,7 @@
 //! idempotent response), queue a batch, read a batch. All or nothing, so a bulk request that
 //! cannot be paid for leaves no trace.
 
-use super::{idempotency, jobs::insert_row, jobs::json, ledger::Book, rows};
+use super::{idempotency, jobs::insert_row, jobs::json, ledger::Book, rows, webhooks::emit};
 use crate::{model::*, DbError, DbResult, IdempotentResponse};
 use convertrilo_core::{time::now_ms, JobId, JobStatus, Neu, UserId};
 use sqlx::SqlitePool;
@@ -55,7 +55,10 @@ pub(super) async fn insert_jobs(
     };
     for n in batch {
         insert_row(&mut tx, &n.job).await?;
+        let (owner, id) = (n.job.user_id.to_string(), n.job.id.to_string());
+        emit(&mut tx, &owner, &id, "job.created", JobStatus::Created, now).await?;
         if n.job.status == JobStatus::Queued {
+            emit(&mut tx, &owner, &id, "job.queued", JobStatus::Queued, now).await?;
             sqlx::query("INSERT INTO queue (job_id, priority, enqueued_at) VALUES (?, ?, ?)")
                 .bind(n.job.id.to_string())
                 .bind(n.job.priority)
@@ -114,6 +117,8 @@ pub(super) async fn enqueue_many(
                 ));
             }
             total += item.reserve.map_or(0, Neu::millis);
+            let (user, id) = (job.user_id.to_string(), job.id.to_string());
+            emit(&mut tx, &user, &id, "job.queued", JobStatus::Queued, now).await?;
             sqlx::query("INSERT INTO queue (job_id, priority, enqueued_at) VALUES (?, ?, ?)")
                 .bind(job.id.to_string())
                 .bind(job.priority)

@@ -4,7 +4,13 @@
 //! waiting). Token moves that belong to a state change (reserve on enqueue, settle on finish,
 //! release on cancel or give-up) are made through a ledger `Book` inside that transaction.
 
-use super::{batch, callbacks, ledger::Book, ms, rows, SqliteRepo};
+use super::{
+    batch, callbacks,
+    ledger::Book,
+    ms, rows,
+    webhooks::{emit, emit_for_job},
+    SqliteRepo,
+};
 use crate::{model::*, DbResult, IdempotentResponse, JobRepo, Reservation};
 use async_trait::async_trait;
 use convertrilo_core::{time::now_ms, JobId, JobStatus, Neu, UserId, WireEnum};
@@ -69,8 +75,31 @@ pub(super) async fn insert_row(conn: &mut SqliteConnection, j: &Job) -> DbResult
 #[async_trait]
 impl JobRepo for SqliteRepo {
     async fn insert_job(&self, j: &Job) -> DbResult<()> {
-        let mut conn = self.pool.acquire().await?;
-        insert_row(&mut conn, j).await
+        let mut tx = self.pool.begin().await?;
+        insert_row(&mut tx, j).await?;
+        let (owner, id) = (j.user_id.to_string(), j.id.to_string());
+        emit(
+            &mut tx,
+            &owner,
+            &id,
+            "job.created",
+            JobStatus::Created,
+            now_ms(),
+        )
+        .await?;
+        if j.status == JobStatus::Queued {
+            emit(
+                &mut tx,
+                &owner,
+                &id,
+                "job.queued",
+                JobStatus::Queued,
+                now_ms(),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn insert_jobs(
@@ -130,10 +159,19 @@ impl JobRepo for SqliteRepo {
     }
 
     async fn delete_created(&self, id: JobId) -> DbResult<bool> {
+        let mut tx = self.pool.begin().await?;
         let r = sqlx::query("DELETE FROM jobs WHERE id = ? AND status = 'created'")
             .bind(id.to_string())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        if r.rows_affected() == 1 {
+            // A job that never existed for the client announces nothing.
+            sqlx::query("DELETE FROM webhook_messages WHERE job_id = ?")
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(r.rows_affected() == 1)
     }
 
@@ -174,8 +212,18 @@ impl JobRepo for SqliteRepo {
         let Some(moved) = moved else {
             return Ok(Enqueued::NotCreated);
         };
+        let owner_id: String = moved.try_get("user_id")?;
+        emit(
+            &mut tx,
+            &owner_id,
+            &id.to_string(),
+            "job.queued",
+            JobStatus::Queued,
+            now,
+        )
+        .await?;
         if let Some(amount) = reserve {
-            let owner = rows::parse_id(moved.try_get::<&str, _>("user_id")?)?;
+            let owner = rows::parse_id(&owner_id)?;
             let mut book = Book::open(&mut tx, owner, now).await?;
             if let Reservation::Insufficient {
                 required,
@@ -250,6 +298,8 @@ impl JobRepo for SqliteRepo {
                 .release(&mut tx, id, None)
                 .await?;
             callbacks::queue(&mut tx, &id.to_string(), JobStatus::Canceled, now).await?;
+            let (o, j) = (owner.to_string(), id.to_string());
+            emit(&mut tx, &o, &j, "job.canceled", JobStatus::Canceled, now).await?;
             // The queue row, if any, tells whether it was waiting or running.
             let q = sqlx::query(
                 "DELETE FROM queue WHERE job_id = ? RETURNING lease_owner, lease_until",
@@ -330,6 +380,7 @@ impl JobRepo for SqliteRepo {
                     book.release(&mut tx, rows::parse_id(&job_id)?, None)
                         .await?;
                     callbacks::queue(&mut tx, &job_id, JobStatus::Failed, now).await?;
+                    emit_for_job(&mut tx, &job_id, "job.failed", JobStatus::Failed, now).await?;
                 }
                 tx.commit().await?;
                 continue;
@@ -347,6 +398,8 @@ impl JobRepo for SqliteRepo {
             match row {
                 Some(row) => {
                     let job = rows::job(&row)?;
+                    let (o, j) = (job.user_id.to_string(), job.id.to_string());
+                    emit(&mut tx, &o, &j, "job.running", JobStatus::Running, now).await?;
                     tx.commit().await?;
                     return Ok(Some(job));
                 }
@@ -445,6 +498,16 @@ impl JobRepo for SqliteRepo {
             let mut book = Book::open(&mut tx, owner, now).await?;
             book.settle(&mut tx, id, cost).await?;
             callbacks::queue(&mut tx, &id.to_string(), status, now).await?;
+            let event = callbacks::event_of(status);
+            emit(
+                &mut tx,
+                &owner.to_string(),
+                &id.to_string(),
+                event,
+                status,
+                now,
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(finished.is_some())
@@ -459,11 +522,21 @@ impl JobRepo for SqliteRepo {
             .execute(&mut *tx)
             .await?;
         if held.rows_affected() == 1 {
-            sqlx::query("UPDATE jobs SET status = 'queued', pct = NULL, updated_at = ? WHERE id = ? AND status = 'running'")
+            let back = sqlx::query("UPDATE jobs SET status = 'queued', pct = NULL, updated_at = ? WHERE id = ? AND status = 'running'")
                 .bind(now)
                 .bind(id.to_string())
                 .execute(&mut *tx)
                 .await?;
+            if back.rows_affected() == 1 {
+                emit_for_job(
+                    &mut tx,
+                    &id.to_string(),
+                    "job.queued",
+                    JobStatus::Queued,
+                    now,
+                )
+                .await?;
+            }
         }
         tx.commit().await?;
         Ok(())

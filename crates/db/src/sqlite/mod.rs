@@ -9,6 +9,7 @@ mod idempotency;
 mod jobs;
 mod ledger;
 mod rows;
+mod webhooks;
 
 use crate::DbResult;
 use sqlx::sqlite::{

@@ -23,6 +23,7 @@ pub fn router(state: AppState) -> Router {
         // Stream parts are read as a raw body, which the JSON limit below does not cap.
         .merge(routes::stream::router())
         .merge(routes::tokens::router())
+        .merge(routes::webhooks::router())
         .merge(routes::docs::router())
         .layer(DefaultBodyLimit::max(state.config.json_body_limit_bytes));
     Router::new()

@@ -192,6 +192,27 @@ impl Outbound {
         )
     }
 
+    /// POSTs exact bytes (a signed body) to a vetted webhook URL, pinned like every other
+    /// request; a redirect is not followed (it is an answer like any other, and not a 2xx).
+    pub async fn post_bytes(
+        &self,
+        raw: &str,
+        body: Vec<u8>,
+        headers: HeaderMap,
+        timeout: Duration,
+    ) -> Result<Response, OutboundError> {
+        let target = self.vet(raw).await?;
+        let client = self.client_for(&target, self.policy.timeout)?;
+        client
+            .post(target.url.clone())
+            .timeout(timeout)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| OutboundError::Unreachable(describe(&e)))
+    }
+
     /// POSTs a JSON body to a vetted webhook URL; a redirect is not followed (it is an
     /// answer like any other, and not a 2xx).
     pub async fn post_json(

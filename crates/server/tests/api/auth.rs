@@ -255,6 +255,8 @@ async fn every_endpoint_enforces_its_scope() {
         ("POST", "/ondemand/encode".into(), Scope::JobsCreate),
         ("GET", format!("/ondemand/status/{id}"), Scope::JobsRead),
         ("DELETE", format!("/ondemand/{id}"), Scope::JobsCancel),
+        ("GET", "/webhooks".into(), Scope::WebhooksManage),
+        ("POST", "/webhooks".into(), Scope::WebhooksManage),
     ];
     for (method, path, scope) in table {
         let others: Vec<Scope> = Scope::ALL.iter().copied().filter(|s| *s != scope).collect();

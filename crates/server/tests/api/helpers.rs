@@ -122,6 +122,36 @@ pub async fn spawn_app_on(
 }
 
 impl TestApp {
+    /// Stops the server and starts a new one on the same data directory and settings (the
+    /// API key stays valid; the listening port changes).
+    pub async fn restart(mut self) -> TestApp {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(20), server).await;
+        }
+        let app = Application::build(self.config.clone())
+            .await
+            .expect("server restarts");
+        let base = app.public_url().to_string();
+        let app_state = app.state().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        TestApp {
+            base,
+            api_key: self.api_key.clone(),
+            client: reqwest::Client::new(),
+            config: self.config.clone(),
+            app_state,
+            stop: Some(stop),
+            server: Some(server),
+            dir: std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap()),
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -16,3 +16,4 @@ mod public;
 mod sdk;
 mod ssrf;
 mod stream;
+mod webhooks;

@@ -105,6 +105,12 @@ async fn generated_spec_matches_the_contract() {
         ("/jobs/{id}/stream/chunk/{index}", "put"),
         ("/jobs/{id}/stream/finalize", "post"),
         ("/jobs/{id}/stream/abort", "post"),
+        ("/webhooks", "get"),
+        ("/webhooks", "post"),
+        ("/webhooks/{id}", "patch"),
+        ("/webhooks/{id}", "delete"),
+        ("/webhooks/{id}", "post"),
+        ("/webhooks/{id}/deliveries", "get"),
     ];
     for (path, method) in implemented {
         assert!(
@@ -169,6 +175,12 @@ async fn generated_spec_matches_the_contract() {
         ("OnDemandStatusResponse", "OnDemandStatusResponse"),
         ("StreamInitResponse", "StreamInitResponse"),
         ("StreamFinalizeRequest", "StreamFinalizeRequest"),
+        ("WebhookCreateRequest", "WebhookCreateRequest"),
+        ("WebhookUpdateRequest", "WebhookUpdateRequest"),
+        ("WebhookResponse", "WebhookResponse"),
+        ("WebhookListResponse", "WebhookListResponse"),
+        ("WebhookDeliveryResponse", "WebhookDeliveryResponse"),
+        ("WebhookDeliveryListResponse", "WebhookDeliveryListResponse"),
     ] {
         let (o, t) = (schema(&ours, our_name), schema(&theirs, their_name));
         for (field, their_field) in t["properties"].as_object().unwrap() {

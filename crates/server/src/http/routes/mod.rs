@@ -10,3 +10,4 @@ pub mod ondemand;
 pub mod public;
 pub mod stream;
 pub mod tokens;
+pub mod webhooks;

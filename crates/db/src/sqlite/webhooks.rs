@@ -1,0 +1,370 @@
+//! Managed webhooks on SQLite (rules in `crate::webhooks`).
+
+use super::{rows, SqliteRepo};
+use crate::{webhooks::*, DbError, DbResult};
+use async_trait::async_trait;
+use convertrilo_core::{time::now_ms, JobStatus, UserId, WireEnum};
+use sqlx::{sqlite::SqliteRow, Row, SqliteConnection};
+
+/// Queues `event` for every active subscription of `owner` that asked for it, inside the
+/// caller's transaction (the one that made the change the event reports).
+pub(super) async fn emit(
+    conn: &mut SqliteConnection,
+    owner: &str,
+    job_id: &str,
+    event: &str,
+    status: JobStatus,
+    now: i64,
+) -> DbResult<()> {
+    sqlx::query(
+        "INSERT INTO webhook_messages (id, webhook_id, job_id, event, status, next_attempt_at, created_at)
+         SELECT 'msg_' || lower(hex(randomblob(16))), w.id, ?, ?, ?, ?, ?
+         FROM webhooks w
+         WHERE w.user_id = ? AND EXISTS (SELECT 1 FROM json_each(w.events) WHERE value = ?)",
+    )
+    .bind(job_id)
+    .bind(event)
+    .bind(status.as_str())
+    .bind(now)
+    .bind(now)
+    .bind(owner)
+    .bind(event)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// [`emit`] for a job whose owner the caller does not have at hand.
+pub(super) async fn emit_for_job(
+    conn: &mut SqliteConnection,
+    job_id: &str,
+    event: &str,
+    status: JobStatus,
+    now: i64,
+) -> DbResult<()> {
+    let owner: Option<String> = sqlx::query_scalar("SELECT user_id FROM jobs WHERE id = ?")
+        .bind(job_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    match owner {
+        Some(owner) => emit(conn, &owner, job_id, event, status, now).await,
+        None => Ok(()),
+    }
+}
+
+fn webhook(row: &SqliteRow) -> DbResult<Webhook> {
+    let id: &str = row.try_get("id")?;
+    let events: &str = row.try_get("events")?;
+    Ok(Webhook {
+        id: id
+            .parse()
+            .map_err(|_| DbError::Corrupt(format!("webhook id {id}")))?,
+        user_id: rows::parse_id(row.try_get::<&str, _>("user_id")?)?,
+        url: row.try_get("url")?,
+        events: serde_json::from_str(events)
+            .map_err(|e| DbError::Corrupt(format!("webhook events: {e}")))?,
+        secret: row.try_get("secret")?,
+        is_active: row.try_get("is_active")?,
+        failure_count: row.try_get("failure_count")?,
+        last_triggered_at: row.try_get("last_triggered_at")?,
+        last_failed_at: row.try_get("last_failed_at")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn delivery(row: &SqliteRow) -> DbResult<Delivery> {
+    let id: &str = row.try_get("id")?;
+    let hook: &str = row.try_get("webhook_id")?;
+    let job: Option<&str> = row.try_get("job_id")?;
+    let status: &str = row.try_get("status")?;
+    Ok(Delivery {
+        id: id
+            .parse()
+            .map_err(|_| DbError::Corrupt(format!("delivery id {id}")))?,
+        message_id: row.try_get("message_id")?,
+        webhook_id: hook
+            .parse()
+            .map_err(|_| DbError::Corrupt(format!("webhook id {hook}")))?,
+        job_id: job.map(rows::parse_id).transpose()?,
+        event: row.try_get("event")?,
+        success: status == "success",
+        status_code: row.try_get("status_code")?,
+        duration_ms: row.try_get("duration_ms")?,
+        response_body: row.try_get("response_body")?,
+        error: row.try_get("error")?,
+        attempt: row.try_get("attempt")?,
+        next_retry_at: row.try_get("next_retry_at")?,
+        retried_at: row.try_get("retried_at")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+async fn insert_delivery(conn: &mut SqliteConnection, d: &Delivery) -> DbResult<()> {
+    sqlx::query(
+        "INSERT INTO webhook_deliveries (id, message_id, webhook_id, job_id, event, status, status_code,
+           duration_ms, response_body, error, attempt, next_retry_at, retried_at, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(d.id.to_string())
+    .bind(&d.message_id)
+    .bind(d.webhook_id.to_string())
+    .bind(d.job_id.map(|j| j.to_string()))
+    .bind(&d.event)
+    .bind(if d.success { "success" } else { "failed" })
+    .bind(d.status_code)
+    .bind(d.duration_ms)
+    .bind(&d.response_body)
+    .bind(&d.error)
+    .bind(d.attempt)
+    .bind(d.next_retry_at)
+    .bind(d.retried_at)
+    .bind(d.created_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl WebhookRepo for SqliteRepo {
+    async fn count_webhooks(&self, user: UserId) -> DbResult<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COUNT(*) FROM webhooks WHERE user_id = ?")
+                .bind(user.to_string())
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn create_webhook(&self, h: &Webhook) -> DbResult<()> {
+        sqlx::query(
+            "INSERT INTO webhooks (id, user_id, url, events, secret, is_active, failure_count, created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)",
+        )
+        .bind(h.id.to_string())
+        .bind(h.user_id.to_string())
+        .bind(&h.url)
+        .bind(serde_json::to_string(&h.events).unwrap_or_else(|_| "[]".into()))
+        .bind(&h.secret)
+        .bind(h.is_active)
+        .bind(h.created_at)
+        .bind(h.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn webhooks(&self, user: UserId) -> DbResult<Vec<Webhook>> {
+        let found = sqlx::query("SELECT * FROM webhooks WHERE user_id = ? ORDER BY created_at, id")
+            .bind(user.to_string())
+            .fetch_all(&self.pool)
+            .await?;
+        found.iter().map(webhook).collect()
+    }
+
+    async fn webhook(&self, id: uuid::Uuid, user: UserId) -> DbResult<Option<Webhook>> {
+        let row = sqlx::query("SELECT * FROM webhooks WHERE id = ? AND user_id = ?")
+            .bind(id.to_string())
+            .bind(user.to_string())
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(webhook).transpose()
+    }
+
+    async fn update_webhook(
+        &self,
+        id: uuid::Uuid,
+        user: UserId,
+        u: &WebhookUpdate,
+    ) -> DbResult<Option<Webhook>> {
+        let row = sqlx::query(
+            "UPDATE webhooks SET url = COALESCE(?, url), events = COALESCE(?, events),
+               is_active = COALESCE(?, is_active),
+               failure_count = CASE WHEN ? THEN 0 ELSE failure_count END,
+               updated_at = ?
+             WHERE id = ? AND user_id = ? RETURNING *",
+        )
+        .bind(&u.url)
+        .bind(
+            u.events
+                .as_ref()
+                .map(|e| serde_json::to_string(e).unwrap_or_default()),
+        )
+        .bind(u.is_active)
+        .bind(u.is_active == Some(true))
+        .bind(now_ms())
+        .bind(id.to_string())
+        .bind(user.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(webhook).transpose()
+    }
+
+    async fn delete_webhook(&self, id: uuid::Uuid, user: UserId) -> DbResult<bool> {
+        let r = sqlx::query("DELETE FROM webhooks WHERE id = ? AND user_id = ?")
+            .bind(id.to_string())
+            .bind(user.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn due_messages(
+        &self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> DbResult<Vec<DueMessage>> {
+        // A plain read first: dispatchers poll often and should not take SQLite's write lock
+        // when nothing is due.
+        let any: Option<i64> = sqlx::query_scalar(
+            "SELECT seq FROM webhook_messages WHERE next_attempt_at <= ? LIMIT 1",
+        )
+        .bind(now)
+        .fetch_optional(&self.pool)
+        .await?;
+        if any.is_none() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await?;
+        // One message per webhook at a time (a receiver that never answers holds one slot),
+        // and per (webhook, job) only the oldest pending one, which keeps each job's events in
+        // order.
+        let picked = sqlx::query(
+            "UPDATE webhook_messages SET leased_until = ?1
+             WHERE seq IN (
+               SELECT MIN(m.seq) FROM webhook_messages m JOIN webhooks w ON w.id = m.webhook_id
+               WHERE m.state = 'pending' AND m.next_attempt_at <= ?2 AND w.is_active = 1
+                 AND NOT EXISTS (
+                   SELECT 1 FROM webhook_messages l
+                   WHERE l.webhook_id = m.webhook_id AND l.leased_until > ?2)
+                 AND NOT EXISTS (
+                   SELECT 1 FROM webhook_messages e
+                   WHERE e.webhook_id = m.webhook_id AND e.job_id IS m.job_id
+                     AND e.state = 'pending' AND e.seq < m.seq)
+               GROUP BY m.webhook_id
+               ORDER BY MIN(m.seq) LIMIT ?3)
+             RETURNING *",
+        )
+        .bind(lease_until)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = Vec::with_capacity(picked.len());
+        for m in &picked {
+            let hook_id: String = m.try_get("webhook_id")?;
+            let job_id: Option<String> = m.try_get("job_id")?;
+            let hook = sqlx::query("SELECT * FROM webhooks WHERE id = ?")
+                .bind(&hook_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let job = match &job_id {
+                Some(j) => sqlx::query("SELECT * FROM jobs WHERE id = ?")
+                    .bind(j)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .as_ref()
+                    .map(rows::job)
+                    .transpose()?,
+                None => None,
+            };
+            out.push(DueMessage {
+                id: m.try_get("id")?,
+                webhook: webhook(&hook)?,
+                job,
+                event: m.try_get("event")?,
+                status: m.try_get("status")?,
+                attempts: m.try_get("attempts")?,
+                payload: m.try_get("payload")?,
+                created_at: m.try_get("created_at")?,
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn record_attempt(
+        &self,
+        d: &Delivery,
+        payload: &str,
+        after: AfterAttempt,
+        disable: bool,
+        max_failures: i32,
+    ) -> DbResult<()> {
+        let now = d.created_at;
+        let mut tx = self.pool.begin().await?;
+        let (state, next) = match after {
+            AfterAttempt::Delivered => ("delivered", None),
+            AfterAttempt::RetryAt(t) => ("pending", Some(t)),
+            AfterAttempt::GiveUp => ("failed", None),
+        };
+        sqlx::query(
+            "UPDATE webhook_messages SET attempts = attempts + 1, state = ?, next_attempt_at = ?,
+               leased_until = NULL, payload = COALESCE(payload, ?)
+             WHERE id = ?",
+        )
+        .bind(state)
+        .bind(next)
+        .bind(payload)
+        .bind(&d.message_id)
+        .execute(&mut *tx)
+        .await?;
+        if d.success {
+            sqlx::query(
+                "UPDATE webhooks SET failure_count = 0, last_triggered_at = ? WHERE id = ?",
+            )
+            .bind(now)
+            .bind(d.webhook_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            sqlx::query(
+                "UPDATE webhooks SET failure_count = failure_count + 1, last_triggered_at = ?,
+                   last_failed_at = ?,
+                   is_active = CASE WHEN ? OR failure_count + 1 >= ? THEN 0 ELSE is_active END
+                 WHERE id = ?",
+            )
+            .bind(now)
+            .bind(now)
+            .bind(disable)
+            .bind(max_failures)
+            .bind(d.webhook_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        insert_delivery(&mut tx, d).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn release_lease(&self, message_id: &str) -> DbResult<()> {
+        sqlx::query("UPDATE webhook_messages SET leased_until = NULL WHERE id = ?")
+            .bind(message_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn log_test_delivery(&self, d: &Delivery) -> DbResult<()> {
+        let mut conn = self.pool.acquire().await?;
+        insert_delivery(&mut conn, d).await?;
+        sqlx::query("UPDATE webhooks SET last_triggered_at = ? WHERE id = ?")
+            .bind(d.created_at)
+            .bind(d.webhook_id.to_string())
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn deliveries(&self, hook: uuid::Uuid, limit: i64) -> DbResult<Vec<Delivery>> {
+        let found = sqlx::query(
+            "SELECT * FROM webhook_deliveries WHERE webhook_id = ?
+             ORDER BY created_at DESC, id DESC LIMIT ?",
+        )
+        .bind(hook.to_string())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        found.iter().map(delivery).collect()
+    }
+}
