@@ -2,7 +2,7 @@
 //! idempotent response), queue a batch, read a batch. All or nothing, so a bulk request that
 //! cannot be paid for leaves no trace.
 
-use super::{idempotency, jobs::insert_row, jobs::json, ledger::Book, rows};
+use super::{idempotency, jobs::insert_row, jobs::json, ledger::Book, rows, secrets};
 use crate::{model::*, DbError, DbResult, IdempotentResponse};
 use convertrilo_core::{time::now_ms, JobId, JobStatus, Neu, UserId};
 use sqlx::SqlitePool;
@@ -55,6 +55,9 @@ pub(super) async fn insert_jobs(
     };
     for n in batch {
         insert_row(&mut tx, &n.job).await?;
+        if let Some(sealed) = &n.secret {
+            secrets::insert(&mut tx, n.job.id, sealed).await?;
+        }
         if n.job.status == JobStatus::Queued {
             sqlx::query("INSERT INTO queue (job_id, priority, enqueued_at) VALUES (?, ?, ?)")
                 .bind(n.job.id.to_string())

@@ -9,6 +9,7 @@ mod idempotency;
 mod jobs;
 mod ledger;
 mod rows;
+mod secrets;
 
 use crate::DbResult;
 use sqlx::sqlite::{

@@ -19,6 +19,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::jobs::router())
         .merge(routes::bulk::router())
         .merge(routes::ondemand::router())
+        .merge(routes::folder::router())
         .merge(routes::public::router())
         .merge(routes::tokens::router())
         .merge(routes::docs::router())

@@ -36,6 +36,7 @@ use utoipa::{
         super::ondemand::encode,
         super::ondemand::status,
         super::ondemand::cancel,
+        super::folder::ingest,
         super::public::create,
         super::public::probe_duration,
         super::public::confirm,
@@ -56,7 +57,12 @@ use utoipa::{
         super::bulk::BulkConfirmSettings, super::bulk::BulkConfirmResponse, super::bulk::BulkConfirmItem,
         super::ondemand::OnDemandEncodeRequest, super::ondemand::OnDemandEncodeResponse, super::ondemand::OnDemandPricing,
         super::ondemand::OnDemandStatusResponse, super::ondemand::Destination, super::ondemand::OnDemandCancelResponse,
-        super::public::PublicJobCreateRequest, super::public::PublicJobCreateResponse
+        super::public::PublicJobCreateRequest, super::public::PublicJobCreateResponse,
+        super::folder::OnDemandFolderIngestRequest, super::folder::OnDemandFolderIngestResponse,
+        super::folder::FolderJob, super::folder::OutputDestination,
+        super::storage_docs::S3Source, super::storage_docs::S3Output, super::storage_docs::S3FolderSource,
+        super::storage_docs::S3FolderOutput, super::storage_docs::GoogleDriveOutput,
+        super::storage_docs::GoogleDriveFolderSource
     )),
     modifiers(&SecuritySchemes)
 )]
