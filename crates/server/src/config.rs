@@ -268,7 +268,9 @@ impl Config {
     /// Limits that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         const QUANTUM: u64 = 256 * 1024;
-        if self.google_drive_chunk_bytes == 0 || self.google_drive_chunk_bytes % QUANTUM != 0 {
+        if self.google_drive_chunk_bytes == 0
+            || !self.google_drive_chunk_bytes.is_multiple_of(QUANTUM)
+        {
             return Err(ConfigError::Invalid {
                 field: "google_drive_chunk_bytes",
                 message: format!(

@@ -168,13 +168,8 @@ async fn drive_folder_to_drive_with_pages_and_a_token_refresh() {
         assert_eq!(stream(&info, "video").unwrap()["height"], 480);
         assert!((duration(&info) - 5.31).abs() < 0.15);
     }
-    let w = drive.world.lock().unwrap();
-    assert!(
-        w.upload_puts >= 4,
-        "uploads resumed from the kept range: {}",
-        w.upload_puts
-    );
-    drop(w);
+    let puts = drive.world.lock().unwrap().upload_puts;
+    assert!(puts >= 4, "uploads resumed from the kept range: {puts}");
     app.stop().await;
 }
 

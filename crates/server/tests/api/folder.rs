@@ -26,21 +26,21 @@ async fn wait_ondemand(app: &TestApp, id: &str) -> Value {
 #[tokio::test]
 async fn s3_folder_ingest_takes_max_files_videos_and_replays_idempotently() {
     let app = spawn_app_with(|c| c.folder_list_page_size = 2).await;
-    let s3 = S3Server::start(&["in", "out"]).await;
+    let s3 = S3Server::start(&["source", "out"]).await;
     let clip = small_clip(app.dir.path(), "clip.mp4", 2);
     // In key order: a.mp4, b.txt, c.MOV, cover.jpg, d.mkv, empty.mp4 (0 bytes), sub/e.mp4.
-    s3.put("in", "incoming/a.mp4", &clip);
-    s3.put_bytes("in", "incoming/b.txt", b"not a video");
-    s3.put("in", "incoming/c.MOV", &clip);
-    s3.put_bytes("in", "incoming/cover.jpg", b"jpeg");
-    s3.put("in", "incoming/d.mkv", &clip);
-    s3.put_bytes("in", "incoming/empty.mp4", b"");
-    s3.put("in", "incoming/sub/e.mp4", &clip);
-    s3.put("in", "elsewhere/f.mp4", &clip);
+    s3.put("source", "incoming/a.mp4", &clip);
+    s3.put_bytes("source", "incoming/b.txt", b"not a video");
+    s3.put("source", "incoming/c.MOV", &clip);
+    s3.put_bytes("source", "incoming/cover.jpg", b"jpeg");
+    s3.put("source", "incoming/d.mkv", &clip);
+    s3.put_bytes("source", "incoming/empty.mp4", b"");
+    s3.put("source", "incoming/sub/e.mp4", &clip);
+    s3.put("source", "elsewhere/f.mp4", &clip);
     let body = json!({
         "externalIdPrefix": "batch-7",
         "metadata": {"workflow": "folder"},
-        "sourceS3": s3.bucket("in", json!({"prefix": "incoming/"})),
+        "sourceS3": s3.bucket("source", json!({"prefix": "incoming/"})),
         "outputDestination": "s3",
         "outputS3": s3.bucket("out", json!({"prefix": "encoded/"})),
         "resolution": "480p",
@@ -108,7 +108,9 @@ async fn s3_folder_ingest_takes_max_files_videos_and_replays_idempotently() {
             "probed at request time: {st}"
         );
         let info = probe(&s3.path("out", key));
-        assert_eq!(stream(&info, "video").unwrap()["height"], 480);
+        // The 320×240 source is not upscaled to the 480p box.
+        assert_eq!(stream(&info, "video").unwrap()["height"], 240);
+        assert!((duration(&info) - 2.0).abs() < 0.1);
     }
     // Without maxFiles every video directly in the folder is queued (d.mkv too), and the
     // request is a new one (no key).
@@ -135,12 +137,12 @@ async fn s3_folder_ingest_takes_max_files_videos_and_replays_idempotently() {
 #[tokio::test]
 async fn empty_folders_dropbox_and_bad_bodies() {
     let app = spawn_app().await;
-    let s3 = S3Server::start(&["in"]).await;
-    s3.put_bytes("in", "docs/readme.txt", b"hi");
+    let s3 = S3Server::start(&["source"]).await;
+    s3.put_bytes("source", "docs/readme.txt", b"hi");
     let (code, e) = app
         .post(
             "/ondemand/ingest/folder",
-            json!({"sourceS3": s3.bucket("in", json!({"prefix": "docs/"}))}),
+            json!({"sourceS3": s3.bucket("source", json!({"prefix": "docs/"}))}),
         )
         .await;
     assert_eq!(
@@ -149,14 +151,14 @@ async fn empty_folders_dropbox_and_bad_bodies() {
         "{e}"
     );
     assert!(
-        e["message"].as_str().unwrap().contains("s3://in/docs/"),
+        e["message"].as_str().unwrap().contains("s3://source/docs/"),
         "{e}"
     );
     // Listing with a wrong secret is the caller's to fix.
     let (code, e) = app
         .post(
             "/ondemand/ingest/folder",
-            json!({"sourceS3": s3.bucket("in", json!({"prefix": "docs/", "secretAccessKey": "nope-nope"}))}),
+            json!({"sourceS3": s3.bucket("source", json!({"prefix": "docs/", "secretAccessKey": "nope-nope"}))}),
         )
         .await;
     assert_eq!(code, 400, "{e}");
@@ -170,7 +172,7 @@ async fn empty_folders_dropbox_and_bad_bodies() {
     assert_no_credentials(&e.to_string());
     for body in [
         json!({"sourceDropbox": {"path": "/videos", "accessToken": "x"}}),
-        json!({"sourceS3": s3.bucket("in", json!({})), "outputDropbox": {"path": "/out"}}),
+        json!({"sourceS3": s3.bucket("source", json!({})), "outputDropbox": {"path": "/out"}}),
     ] {
         let (code, e) = app.post("/ondemand/ingest/folder", body).await;
         assert_eq!(

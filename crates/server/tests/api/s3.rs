@@ -387,3 +387,33 @@ async fn credentials_of_a_created_job_are_sealed_until_it_is_canceled() {
     assert_forgotten(&app, &id).await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_source_gone_before_the_worker_reads_it_fails_the_job_clearly() {
+    let app = spawn_app().await;
+    let s3 = S3Server::start(&["media"]).await;
+    s3.put(
+        "media",
+        "clip.mp4",
+        &small_clip(app.dir.path(), "clip.mp4", 2),
+    );
+    let mut spec = job_spec("h264", "480p", 30, "mp4");
+    spec["sourceS3"] = s3.bucket("media", json!({"key": "clip.mp4"}));
+    let (code, created) = app.post("/jobs", spec).await;
+    assert_eq!(code, 200, "{created}");
+    let id = created["jobId"].as_str().unwrap().to_string();
+    std::fs::remove_file(s3.path("media", "clip.mp4")).unwrap();
+    // Confirm queues it even though its probe now fails: the worker says why.
+    let (code, confirmed) = app.post_empty(&format!("/jobs/{id}/confirm")).await;
+    assert_eq!(code, 200, "{confirmed}");
+    let s = app.wait_terminal(&id, Duration::from_secs(60)).await;
+    assert_eq!(s["status"], "failed", "{s}");
+    let why = s["failureMessage"].as_str().unwrap();
+    assert!(
+        why.starts_with("could not read the source from S3") && why.contains("NoSuchKey"),
+        "{why}"
+    );
+    assert_no_credentials(&s.to_string());
+    assert_forgotten(&app, &id).await;
+    app.stop().await;
+}
