@@ -17,6 +17,8 @@ const MAX_SCANNED: usize = 100_000;
 pub struct Found {
     pub file_name: String,
     pub source: SourceRequest,
+    /// As the listing gave it.
+    pub size: Option<u64>,
 }
 
 pub struct Crawl {
@@ -49,6 +51,7 @@ pub async fn crawl_s3(state: &AppState, src: &S3FolderSource, max: usize) -> App
             if found.len() < max {
                 found.push(Found {
                     file_name: name,
+                    size: Some(object.size),
                     source: SourceRequest::S3(S3Source {
                         object: S3ObjectRef {
                             bucket: src.bucket.clone(),
@@ -86,6 +89,7 @@ pub async fn crawl_drive(
         .into_iter()
         .map(|e| Found {
             file_name: e.name.clone(),
+            size: e.size,
             source: SourceRequest::GoogleDrive(DriveFile {
                 file_id: e.id,
                 name: e.name,

@@ -221,7 +221,10 @@ async fn execute(
             let limit = crate::jobs::source_limit(state, job);
             tokio::select! {
                 r = customer::fetch(state, job, &mut secrets, &dest, limit) => {
-                    tracing::info!(bytes = r?, "source downloaded");
+                    // Not inside the log macro: its fields are not evaluated when the level
+                    // is off, and the error would go unseen.
+                    let bytes = r?;
+                    tracing::info!(bytes, "source downloaded");
                 }
                 _ = cancel.cancelled() => return Err(Failure::Stopped),
             }

@@ -25,10 +25,15 @@ async fn wait_ondemand(app: &TestApp, id: &str) -> Value {
 
 #[tokio::test]
 async fn s3_folder_ingest_takes_max_files_videos_and_replays_idempotently() {
-    let app = spawn_app_with(|c| c.folder_list_page_size = 2).await;
+    let app = spawn_app_with(|c| {
+        c.folder_list_page_size = 2;
+        c.max_upload_bytes = 1024 * 1024;
+    })
+    .await;
     let s3 = S3Server::start(&["source", "out"]).await;
     let clip = small_clip(app.dir.path(), "clip.mp4", 2);
-    // In key order: a.mp4, b.txt, c.MOV, cover.jpg, d.mkv, empty.mp4 (0 bytes), sub/e.mp4.
+    // In key order: a.mp4, b.txt, c.MOV, cover.jpg, d.mkv, empty.mp4 (0 bytes), sub/e.mp4,
+    // z-big.mp4 (over this server's size limit).
     s3.put("source", "incoming/a.mp4", &clip);
     s3.put_bytes("source", "incoming/b.txt", b"not a video");
     s3.put("source", "incoming/c.MOV", &clip);
@@ -36,6 +41,7 @@ async fn s3_folder_ingest_takes_max_files_videos_and_replays_idempotently() {
     s3.put("source", "incoming/d.mkv", &clip);
     s3.put_bytes("source", "incoming/empty.mp4", b"");
     s3.put("source", "incoming/sub/e.mp4", &clip);
+    s3.put_bytes("source", "incoming/z-big.mp4", &vec![7u8; 2 * 1024 * 1024]);
     s3.put("source", "elsewhere/f.mp4", &clip);
     let body = json!({
         "externalIdPrefix": "batch-7",

@@ -156,6 +156,27 @@ pub(crate) async fn ingest(
                 FolderSource::Dropbox => return Err(dropbox_gone("sourceDropbox")),
             };
             let Crawl { found, skipped } = crawl;
+            // A file over the size limit is left out (and named) rather than sinking the rest.
+            let limit = state.config.max_upload_bytes;
+            let (found, too_large): (Vec<_>, Vec<_>) =
+                found.into_iter().partition(|f| f.size.is_none_or(|s| s <= limit));
+            let too_large = if too_large.is_empty() {
+                String::new()
+            } else {
+                let names: Vec<&str> = too_large.iter().map(|f| f.file_name.as_str()).collect();
+                format!(
+                    "; left out {} larger than this server's limit of {limit} bytes: {}",
+                    names.len(),
+                    names.join(", ")
+                )
+            };
+            if found.is_empty() && !too_large.is_empty() {
+                return Err(AppError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    ErrorCode::FileTooLarge,
+                    format!("no video in {from} fits{too_large}"),
+                ));
+            }
             if found.is_empty() {
                 return Err(AppError::new(
                     StatusCode::NOT_FOUND,
@@ -199,7 +220,7 @@ pub(crate) async fn ingest(
             distinct_keys(&mut batch);
             let response = OnDemandFolderIngestResponse {
                 message: format!(
-                    "queued {} video file{} from {from}{}",
+                    "queued {} video file{} from {from}{}{too_large}",
                     batch.len(),
                     if batch.len() == 1 { "" } else { "s" },
                     if skipped > 0 {
