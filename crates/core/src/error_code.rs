@@ -37,5 +37,8 @@ crate::wire_enum!(
         // Our additions (not in the contract's list; documented in the README):
         InternalError => "internal_error",
         InvalidCredentials => "invalid_credentials",
+        // A customer's storage (S3 endpoint, Google Drive) could not be reached or kept
+        // failing; the same request may work later.
+        UpstreamUnavailable => "upstream_unavailable",
     }
 );

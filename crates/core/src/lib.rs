@@ -1,9 +1,11 @@
 //! Domain vocabulary of Convertrilo, free of I/O: ids, the encode spec and its wire enums,
 //! the job state machine, request validation that names every bad field, NEU amounts and
-//! pricing, API key scopes, the contract's error codes and output file naming.
+//! pricing, API key scopes, the contract's error codes, output file naming, and references to
+//! customers' own storage (S3 buckets, Google Drive) with their secrets kept out of `Debug`.
 //! Every other crate speaks in these types; nothing here knows HTTP, SQL or ffmpeg.
 
 pub mod error_code;
+pub mod external;
 pub mod filename;
 pub mod ids;
 pub mod neu;

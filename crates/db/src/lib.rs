@@ -4,7 +4,9 @@
 //! `enqueue`, `claim` with a lease, `heartbeat`, `complete`; a job whose worker died is
 //! claimed again once its lease expires, up to a cap on attempts. Token moves that belong to
 //! a job state change (reserve on enqueue, deduct and release on finish, release on cancel)
-//! happen in the same transaction as that change; the rules are in [`ledger`].
+//! happen in the same transaction as that change; the rules are in [`ledger`]. A job's
+//! customer credentials live sealed in a table of their own, written with the job and
+//! deleted by the transition that ends it.
 
 pub mod auth;
 pub mod idempotency;
@@ -133,6 +135,13 @@ pub trait JobRepo: Send + Sync {
     async fn release(&self, id: JobId, worker: &str) -> DbResult<()>;
     /// How many jobs wait in the queue without a live lease.
     async fn queue_depth(&self) -> DbResult<i64>;
+
+    /// The sealed credentials of a job that has not ended (`None` once it has: `finish`,
+    /// `cancel` and the give-up in `claim` delete them in their own transactions).
+    async fn job_secret(&self, id: JobId) -> DbResult<Option<Vec<u8>>>;
+    /// Replaces a job's sealed credentials (a refreshed OAuth token); false, and nothing
+    /// written, when the job has ended meanwhile.
+    async fn replace_job_secret(&self, id: JobId, sealed: &[u8]) -> DbResult<bool>;
 
     /// Stored objects no job needs any more, oldest first (at most `limit`): the uploads of
     /// ended upload jobs (`input_key`; the caller also clears what belongs with it, such as

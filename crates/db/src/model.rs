@@ -1,7 +1,10 @@
 //! Rows as the rest of the system sees them.
 
 use convertrilo_core::{
-    pricing::Factor, spec::EncodeSpec, ApiKeyId, JobId, JobStatus, Neu, Scope, UserId,
+    external::{Destination, SourceRef},
+    pricing::Factor,
+    spec::EncodeSpec,
+    ApiKeyId, JobId, JobStatus, Neu, Scope, UserId,
 };
 use serde_json::{Map, Value};
 
@@ -31,6 +34,10 @@ pub struct ApiKey {
 pub enum Ingest {
     Upload,
     Url,
+    /// An object in the customer's S3-compatible bucket (`Job::source_ref`).
+    S3,
+    /// A file in the customer's Google Drive (`Job::source_ref`).
+    GoogleDrive,
 }
 
 impl Ingest {
@@ -38,12 +45,16 @@ impl Ingest {
         match self {
             Ingest::Upload => "upload",
             Ingest::Url => "url",
+            Ingest::S3 => "s3",
+            Ingest::GoogleDrive => "google-drive",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "upload" => Some(Ingest::Upload),
             "url" => Some(Ingest::Url),
+            "s3" => Some(Ingest::S3),
+            "google-drive" => Some(Ingest::GoogleDrive),
             _ => None,
         }
     }
@@ -125,6 +136,10 @@ pub struct Job {
     pub status_token_hash: Option<String>,
     /// When the output was deleted because its expiry passed.
     pub output_purged_at: Option<i64>,
+    /// The customer-storage source of an `s3` or `google-drive` job.
+    pub source_ref: Option<SourceRef>,
+    /// Where the output is delivered.
+    pub destination: Destination,
 }
 
 /// A job to insert: `created`, or `queued` with a queue row and (when `reserve` is given) a
@@ -133,6 +148,8 @@ pub struct Job {
 pub struct NewJob {
     pub job: Job,
     pub reserve: Option<Neu>,
+    /// The job's credentials, already sealed (see `JobRepo::job_secret`); written with it.
+    pub secret: Option<Vec<u8>>,
 }
 
 /// What `JobRepo::insert_jobs` did.

@@ -10,6 +10,8 @@ mod ledger;
 mod ledger_race;
 #[path = "conformance/ledger_trial.rs"]
 mod ledger_trial;
+#[path = "conformance/secrets.rs"]
+mod secrets;
 
 use convertrilo_core::{
     pricing::Factor, spec::*, time::now_ms, ApiKeyId, JobId, JobStatus, Neu, Scope, UserId,
@@ -80,6 +82,8 @@ fn job(owner: UserId) -> Job {
         callback_url: None,
         status_token_hash: None,
         output_purged_at: None,
+        source_ref: None,
+        destination: Default::default(),
     }
 }
 

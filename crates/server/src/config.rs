@@ -106,6 +106,25 @@ pub struct Config {
     pub webhook_max_attempts: i32,
     /// Consecutive failed attempts that disable a webhook.
     pub webhook_max_failures: i32,
+    /// Outputs larger than this go to a customer's S3 bucket as a multipart upload.
+    pub s3_multipart_threshold_bytes: u64,
+    /// Part size of multipart uploads (S3 wants at least 5 MiB for all parts but the last).
+    pub s3_part_size_bytes: u64,
+    /// Entries asked for per page when listing an S3 prefix or a Drive folder (1–1000).
+    pub folder_list_page_size: usize,
+    /// Base of the Google Drive v3 API.
+    pub google_drive_api_base: String,
+    /// Google's OAuth token endpoint, for refreshing customers' Drive access tokens.
+    pub google_oauth_token_url: String,
+    /// The OAuth client customers' refresh tokens belong to; without both id and secret an
+    /// expired access token cannot be renewed and the job fails saying so.
+    pub google_oauth_client_id: Option<String>,
+    pub google_oauth_client_secret: Option<String>,
+    /// Chunk size of resumable Drive uploads (a multiple of 256 KiB).
+    pub google_drive_chunk_bytes: u64,
+    /// Key (64 hex characters) sealing customers' credentials at rest; a random key kept in
+    /// the database is used when unset.
+    pub job_secrets_key: Option<String>,
 }
 
 impl Default for Config {
@@ -157,6 +176,15 @@ impl Default for Config {
             webhook_retry_base_secs: 5,
             webhook_max_attempts: 19,
             webhook_max_failures: 10,
+            s3_multipart_threshold_bytes: 64 * 1024 * 1024,
+            s3_part_size_bytes: 16 * 1024 * 1024,
+            folder_list_page_size: 1000,
+            google_drive_api_base: "https://www.googleapis.com".into(),
+            google_oauth_token_url: "https://oauth2.googleapis.com/token".into(),
+            google_oauth_client_id: None,
+            google_oauth_client_secret: None,
+            google_drive_chunk_bytes: 8 * 1024 * 1024,
+            job_secrets_key: None,
         }
     }
 }
@@ -174,6 +202,11 @@ pub enum ConfigError {
     Pricing { message: String },
     #[error("{message}")]
     Ingest { message: String },
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error("environment variable {var}: {message}")]
     Env { var: String, message: String },
 }
@@ -229,6 +262,7 @@ impl Config {
             .map_err(|message| ConfigError::Pricing { message })?;
         crate::outbound::Policy::from_config(&config)
             .map_err(|message| ConfigError::Ingest { message })?;
+        config.validate()?;
         Ok(config)
     }
 
@@ -239,6 +273,9 @@ impl Config {
             database_url: Some(String::new()),
             ffmpeg: Some(PathBuf::new()),
             ffprobe: Some(PathBuf::new()),
+            google_oauth_client_id: Some(String::new()),
+            google_oauth_client_secret: Some(String::new()),
+            job_secrets_key: Some(String::new()),
             ..Config::default()
         };
         toml::Table::try_from(filled)
@@ -271,10 +308,43 @@ impl Config {
         self.data_dir.join("tmp")
     }
 
-    /// The merged configuration as TOML, with secrets (database passwords) redacted.
+    /// Limits that serde cannot express.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        const QUANTUM: u64 = 256 * 1024;
+        if self.google_drive_chunk_bytes == 0
+            || !self.google_drive_chunk_bytes.is_multiple_of(QUANTUM)
+        {
+            return Err(ConfigError::Invalid {
+                field: "google_drive_chunk_bytes",
+                message: format!(
+                    "{} is not a positive multiple of 256 KiB ({QUANTUM} bytes), as Google requires",
+                    self.google_drive_chunk_bytes
+                ),
+            });
+        }
+        if !(1..=1000).contains(&self.folder_list_page_size) {
+            return Err(ConfigError::Invalid {
+                field: "folder_list_page_size",
+                message: "must be from 1 to 1000".into(),
+            });
+        }
+        if self.s3_part_size_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                field: "s3_part_size_bytes",
+                message: "must be positive (S3 wants at least 5 MiB)".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The merged configuration as TOML, with secrets (database passwords, the OAuth client
+    /// secret, the credentials key) redacted.
     pub fn redacted_toml(&self) -> String {
         let mut shown = self.clone();
         shown.database_url = Some(redact_url(&self.database_url()));
+        let hide = |v: &Option<String>| v.as_ref().map(|_| "***".to_string());
+        shown.google_oauth_client_secret = hide(&self.google_oauth_client_secret);
+        shown.job_secrets_key = hide(&self.job_secrets_key);
         toml::to_string_pretty(&shown).unwrap_or_default()
     }
 }
@@ -344,5 +414,20 @@ mod tests {
         assert_eq!(redact_url("sqlite://data/x.db"), "sqlite://data/x.db");
         assert!(Config::field_names().contains(&"public_url".to_string()));
         assert!(Config::field_names().contains(&"max_upload_bytes".to_string()));
+        assert!(Config::field_names().contains(&"google_oauth_client_secret".to_string()));
+        let c = Config {
+            google_oauth_client_secret: Some("GOCSPX-secret".into()),
+            job_secrets_key: Some("ab".repeat(32)),
+            ..Config::default()
+        };
+        let shown = c.redacted_toml();
+        assert!(!shown.contains("GOCSPX-secret") && !shown.contains(&"ab".repeat(32)));
+        assert!(shown.contains("google_oauth_client_secret = \"***\""));
+        let bad = Config {
+            google_drive_chunk_bytes: 1000,
+            ..Config::default()
+        };
+        assert!(bad.validate().is_err());
+        assert!(Config::default().validate().is_ok());
     }
 }

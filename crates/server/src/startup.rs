@@ -8,13 +8,14 @@ use crate::{
     outbound::{Network, Outbound, Policy, ProbeProxy, SystemNetwork},
     state::{AppState, RunningJobs},
 };
+use crate::{external::drive::DriveApi, secrets::SecretBox};
 use anyhow::Context;
 use convertrilo_core::Scope;
 use convertrilo_db::Repos;
 use convertrilo_media::{Capabilities, ScratchRoot, Tools};
-use convertrilo_storage::{LocalStore, UrlSigner};
+use convertrilo_storage::{s3::S3Client, LocalStore, UrlSigner};
 use rand::{distributions::Alphanumeric, Rng};
-use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc};
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -126,6 +127,44 @@ impl Application {
             .await?;
         let store = LocalStore::new(config.objects_dir())
             .with_context(|| format!("object directory {}", config.objects_dir().display()))?;
+        let http_client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(config.download_timeout_secs))
+            .read_timeout(Duration::from_secs(config.download_timeout_secs))
+            .user_agent(concat!("convertrilo/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        // S3 answers a wrong region or endpoint with a redirect: report it, never follow it
+        // (a followed redirect would also leave the endpoint that was checked).
+        let s3_http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(config.download_timeout_secs))
+            .read_timeout(Duration::from_secs(config.download_timeout_secs))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("convertrilo/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        let secrets_key = match &config.job_secrets_key {
+            Some(key) => key.clone(),
+            None => {
+                repos
+                    .accounts
+                    .setting_or_insert("job_secrets_key", &SecretBox::generate_hex())
+                    .await?
+            }
+        };
+        let secrets = SecretBox::from_hex(&secrets_key)?;
+        let s3 = S3Client::new(
+            s3_http,
+            config.s3_multipart_threshold_bytes,
+            config.s3_part_size_bytes,
+        );
+        let drive = DriveApi {
+            http: http_client.clone(),
+            api_base: config.google_drive_api_base.clone(),
+            token_url: config.google_oauth_token_url.clone(),
+            oauth_client: config
+                .google_oauth_client_id
+                .clone()
+                .zip(config.google_oauth_client_secret.clone()),
+            chunk_bytes: config.google_drive_chunk_bytes,
+        };
         let outbound = Outbound::new(policy, network);
         let shutdown = CancellationToken::new();
         let (probe_proxy, proxy_task) = ProbeProxy::start(outbound.clone(), shutdown.clone())
@@ -146,6 +185,9 @@ impl Application {
             sessions: crate::session::SessionKeys::new(jwt_secret.into_bytes()),
             limits: crate::ratelimit::RateLimiter::default(),
             public_owner: None,
+            secrets: Arc::new(secrets),
+            s3,
+            drive,
         };
         let bootstrap = bootstrap(&state).await?;
         let mut state = state;

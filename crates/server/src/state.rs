@@ -31,6 +31,12 @@ pub struct AppState {
     pub limits: crate::ratelimit::RateLimiter,
     /// The system account public jobs belong to; `None` while public jobs are off.
     pub public_owner: Option<convertrilo_core::UserId>,
+    /// Seals and opens customers' credentials (see `crate::secrets`).
+    pub secrets: Arc<crate::secrets::SecretBox>,
+    /// Customers' S3-compatible buckets.
+    pub s3: convertrilo_storage::s3::S3Client,
+    /// Customers' Google Drive.
+    pub drive: crate::external::drive::DriveApi,
 }
 
 /// Cancellation handles of the jobs this process is encoding, so that a cancel request can

@@ -2,8 +2,10 @@
 //! and the HMAC-signed, expiring URLs through which clients upload and download them.
 //! The embedded default is a local directory; writes stream to a temporary file and are
 //! renamed into place, so a reader never sees half an object and memory stays flat.
+//! [`s3`] is a client for S3-compatible stores (customers' buckets today).
 
 pub mod local;
+pub mod s3;
 pub mod signing;
 
 pub use local::LocalStore;

@@ -66,17 +66,6 @@ fn settings_fields<'a>(f: &mut Fields<'a>) -> Option<Fields<'a>> {
     }
 }
 
-fn merge_prefixed(into: &mut Vec<Issue>, prefix: &str, from: Vec<Issue>) {
-    into.extend(from.into_iter().map(|i| Issue {
-        path: if i.path.is_empty() {
-            prefix.to_string()
-        } else {
-            format!("{prefix}.{}", i.path)
-        },
-        message: i.message,
-    }));
-}
-
 pub fn parse_bulk(body: &Value) -> Result<BulkCreate, Vec<Issue>> {
     let obj = as_object(body)?;
     let mut f = Fields {

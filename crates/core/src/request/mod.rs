@@ -2,13 +2,19 @@
 //! names every offending field at once (not just the first, as serde would).
 
 mod bulk;
+mod external;
+mod folder;
 mod ondemand;
 mod public;
 
 pub use bulk::{
     parse_bulk, parse_bulk_confirm, BulkConfirm, BulkCreate, BulkSettings, MAX_BULK_JOBS,
 };
-pub use ondemand::{parse_ondemand, OnDemandCreate, OutputRequest};
+pub use external::{
+    DriveFile, DriveFolderSource, DriveOutput, S3FolderSource, S3Naming, S3Output, S3Source,
+};
+pub use folder::{parse_folder_ingest, FolderIngest, FolderSource, MAX_FOLDER_FILES};
+pub use ondemand::{parse_ondemand, OnDemandCreate, OutputRequest, OUTPUT_EXPIRY_DEFAULT};
 pub use public::{parse_public_create, PublicCreate};
 
 use crate::spec::*;
@@ -29,8 +35,10 @@ pub enum SourceRequest {
     /// No source given: the client PUTs the bytes to a signed URL.
     Upload,
     Url(String),
-    /// Present in the contract; accepted structurally, served by a later release.
-    S3(Map<String, Value>),
+    /// An object in the customer's S3-compatible bucket (`sourceS3`).
+    S3(S3Source),
+    /// A file of a Google Drive folder (folder ingest only).
+    GoogleDrive(DriveFile),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -277,6 +285,16 @@ impl<'a> Fields<'a> {
         self.string(name, 4096)
     }
 
+    /// An optional http(s) URL field whose shape is checked here (a storage endpoint; the
+    /// network checks of customer URLs are the server's).
+    fn http_url(&mut self, name: &str) -> Option<String> {
+        let url = self.string(name, 4096)?;
+        if !is_http_url(&url) {
+            self.issue(name, "must be an http:// or https:// URL with a host");
+        }
+        Some(url)
+    }
+
     fn finish<T>(self, value: T) -> Result<T, Vec<Issue>> {
         if self.issues.is_empty() {
             Ok(value)
@@ -284,6 +302,26 @@ impl<'a> Fields<'a> {
             Err(self.issues)
         }
     }
+}
+
+/// Scheme and host check only; network-level hardening is the server's.
+pub fn is_http_url(url: &str) -> bool {
+    let lower = url.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("http://")
+        .or_else(|| lower.strip_prefix("https://"));
+    matches!(rest, Some(r) if !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace))
+}
+
+fn merge_prefixed(into: &mut Vec<Issue>, prefix: &str, from: Vec<Issue>) {
+    into.extend(from.into_iter().map(|i| Issue {
+        path: if i.path.is_empty() {
+            prefix.to_string()
+        } else {
+            format!("{prefix}.{}", i.path)
+        },
+        message: i.message,
+    }));
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -329,7 +367,7 @@ pub fn parse_job_create(body: &Value) -> Result<JobCreate, Vec<Issue>> {
     f.overrides(&mut spec, (50.0, 99.0));
 
     let source_url = f.url("sourceUrl");
-    let source_s3 = f.object("sourceS3");
+    let source_s3 = external::source_s3(&mut f, "sourceS3");
     let source = match (source_url, source_s3) {
         (Some(_), Some(_)) => {
             f.issue("sourceUrl", "give either sourceUrl or sourceS3, not both");

@@ -1,6 +1,7 @@
 //! `POST /ondemand/encode` (`OnDemandEncodeRequest`): a URL source, the contract's defaults
 //! for every knob, a priority, how long the output stays downloadable, and where it goes.
 
+use super::external::{DriveOutput, S3Output};
 use super::*;
 
 /// Where the encoded file goes.
@@ -8,8 +9,8 @@ use super::*;
 pub enum OutputRequest {
     /// Kept by the service and served through a signed link (the contract's `cdn`).
     Cdn,
-    S3(Map<String, Value>),
-    GoogleDrive(Map<String, Value>),
+    S3(S3Output),
+    GoogleDrive(DriveOutput),
     /// The contract keeps `outputDropbox` only to answer it with 410.
     Dropbox,
 }
@@ -70,8 +71,8 @@ pub fn parse_ondemand(body: &Value) -> Result<OnDemandCreate, Vec<Issue>> {
         .int("outputExpiry", OUTPUT_EXPIRY_MIN, OUTPUT_EXPIRY_MAX, false)
         .unwrap_or(OUTPUT_EXPIRY_DEFAULT);
     let webhook = f.url("webhook");
-    let s3 = f.object("outputS3");
-    let drive = f.object("outputGoogleDrive");
+    let s3 = external::output_s3(&mut f, "outputS3");
+    let drive = external::drive_output(&mut f, "outputGoogleDrive", false);
     let dropbox = f.object("outputDropbox").is_some();
     let output = match (dropbox, s3, drive) {
         (true, _, _) => OutputRequest::Dropbox,

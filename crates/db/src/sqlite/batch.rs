@@ -2,7 +2,9 @@
 //! idempotent response), queue a batch, read a batch. All or nothing, so a bulk request that
 //! cannot be paid for leaves no trace.
 
-use super::{idempotency, jobs::insert_row, jobs::json, ledger::Book, rows, webhooks::emit};
+use super::{
+    idempotency, jobs::insert_row, jobs::json, ledger::Book, rows, secrets, webhooks::emit,
+};
 use crate::{model::*, DbError, DbResult, IdempotentResponse};
 use convertrilo_core::{time::now_ms, JobId, JobStatus, Neu, UserId};
 use sqlx::SqlitePool;
@@ -55,6 +57,9 @@ pub(super) async fn insert_jobs(
     };
     for n in batch {
         insert_row(&mut tx, &n.job).await?;
+        if let Some(sealed) = &n.secret {
+            secrets::insert(&mut tx, n.job.id, sealed).await?;
+        }
         let (owner, id) = (n.job.user_id.to_string(), n.job.id.to_string());
         emit(&mut tx, &owner, &id, "job.created", JobStatus::Created, now).await?;
         if n.job.status == JobStatus::Queued {

@@ -7,13 +7,15 @@
 use super::{
     batch, callbacks,
     ledger::Book,
-    ms, rows,
+    ms, rows, secrets,
     webhooks::{emit, emit_for_job},
     SqliteRepo,
 };
 use crate::{model::*, DbResult, IdempotentResponse, JobRepo, Reservation};
 use async_trait::async_trait;
-use convertrilo_core::{time::now_ms, JobId, JobStatus, Neu, UserId, WireEnum};
+use convertrilo_core::{
+    external::Destination, time::now_ms, JobId, JobStatus, Neu, UserId, WireEnum,
+};
 use sqlx::{Row, SqliteConnection};
 use std::time::Duration;
 
@@ -28,9 +30,9 @@ pub(super) async fn insert_row(conn: &mut SqliteConnection, j: &Job) -> DbResult
            output_size, original_filename, source_filename, output_filename, external_id, metadata,
            duration_sec, media_info, per_minute, estimate, encoder, pct, failure_message, attempts,
            auto_confirm, created_at, queued_at, started_at, finished_at, updated_at, kind, priority,
-           price_factor, output_expiry_secs, callback_url, status_token_hash)
+           price_factor, output_expiry_secs, callback_url, status_token_hash, source_ref, destination)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
-           ?, ?, ?, ?, ?, ?)",
+           ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(j.id.to_string())
     .bind(j.user_id.to_string())
@@ -67,6 +69,9 @@ pub(super) async fn insert_row(conn: &mut SqliteConnection, j: &Job) -> DbResult
     .bind(j.output_expiry_secs)
     .bind(&j.callback_url)
     .bind(&j.status_token_hash)
+    .bind(j.source_ref.as_ref().map(json))
+    // NULL is the default destination, so rows from before destinations existed read alike.
+    .bind((j.destination != Destination::Cdn).then(|| json(&j.destination)))
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -298,6 +303,7 @@ impl JobRepo for SqliteRepo {
                 .release(&mut tx, id, None)
                 .await?;
             callbacks::queue(&mut tx, &id.to_string(), JobStatus::Canceled, now).await?;
+            secrets::delete(&mut tx, &id.to_string()).await?;
             let (o, j) = (owner.to_string(), id.to_string());
             emit(&mut tx, &o, &j, "job.canceled", JobStatus::Canceled, now).await?;
             // The queue row, if any, tells whether it was waiting or running.
@@ -382,6 +388,8 @@ impl JobRepo for SqliteRepo {
                     callbacks::queue(&mut tx, &job_id, JobStatus::Failed, now).await?;
                     emit_for_job(&mut tx, &job_id, "job.failed", JobStatus::Failed, now).await?;
                 }
+                // The job will not run again: its credentials go with this transition.
+                secrets::delete(&mut tx, &job_id).await?;
                 tx.commit().await?;
                 continue;
             }
@@ -498,6 +506,7 @@ impl JobRepo for SqliteRepo {
             let mut book = Book::open(&mut tx, owner, now).await?;
             book.settle(&mut tx, id, cost).await?;
             callbacks::queue(&mut tx, &id.to_string(), status, now).await?;
+            secrets::delete(&mut tx, &id.to_string()).await?;
             let event = callbacks::event_of(status);
             emit(
                 &mut tx,
@@ -603,6 +612,14 @@ impl JobRepo for SqliteRepo {
         retry_at: Option<i64>,
     ) -> DbResult<()> {
         callbacks::attempted(&self.pool, id, error, retry_at).await
+    }
+
+    async fn job_secret(&self, id: JobId) -> DbResult<Option<Vec<u8>>> {
+        self.job_secret_row(id).await
+    }
+
+    async fn replace_job_secret(&self, id: JobId, sealed: &[u8]) -> DbResult<bool> {
+        self.replace_job_secret_row(id, sealed).await
     }
 
     async fn queue_depth(&self) -> DbResult<i64> {

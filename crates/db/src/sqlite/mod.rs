@@ -9,6 +9,7 @@ mod idempotency;
 mod jobs;
 mod ledger;
 mod rows;
+mod secrets;
 mod webhooks;
 
 use crate::DbResult;

@@ -97,5 +97,7 @@ pub(super) fn job(row: &SqliteRow) -> DbResult<Job> {
         callback_url: row.try_get("callback_url")?,
         status_token_hash: row.try_get("status_token_hash")?,
         output_purged_at: row.try_get("output_purged_at")?,
+        source_ref: json_col(row, "source_ref")?,
+        destination: json_col(row, "destination")?.unwrap_or_default(),
     })
 }

@@ -14,7 +14,11 @@ fn queued(owner: convertrilo_core::UserId, reserve: Option<Neu>) -> NewJob {
     let mut j = job(owner);
     j.status = JobStatus::Queued;
     j.queued_at = Some(now_ms());
-    NewJob { job: j, reserve }
+    NewJob {
+        job: j,
+        reserve,
+        secret: None,
+    }
 }
 
 fn claim_for(owner: convertrilo_core::UserId, key: &str, body: &str) -> IdemClaim {
@@ -49,6 +53,7 @@ async fn a_batch_is_inserted_and_reserved_all_or_nothing() {
     batch.push(NewJob {
         job: job(a),
         reserve: None,
+        secret: None,
     });
     assert_eq!(
         repos.jobs.insert_jobs(&batch, None).await.unwrap(),
@@ -276,6 +281,7 @@ async fn callbacks_are_queued_with_the_end_of_the_job_and_leased() {
                 NewJob {
                     job: canceled.clone(),
                     reserve: None,
+                    secret: None,
                 },
                 plain.clone(),
             ],

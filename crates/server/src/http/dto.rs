@@ -4,6 +4,7 @@
 
 use crate::{jobs::upload_slot, state::AppState};
 use convertrilo_core::{
+    external::Destination,
     spec::{BitrateTier, Codec, Container, Optimize, Policy, Preset, Quality, Resolution},
     time::rfc3339,
     JobStatus, Neu,
@@ -35,7 +36,8 @@ pub struct JobCreateRequest {
     #[schema(format = "uri")]
     pub source_url: Option<String>,
     pub original_filename: Option<String>,
-    pub source_s3: Option<Map<String, Value>>,
+    /// An object in your S3-compatible bucket; checked (HEAD) at creation.
+    pub source_s3: Option<super::routes::storage_docs::S3Source>,
     /// Probe, estimate and queue at once (for uploads: as soon as the upload finishes).
     pub confirm: Option<bool>,
     pub optimize: Option<Optimize>,
@@ -168,7 +170,7 @@ pub struct StatusResponse {
     /// created, queued, running, success, failed or canceled.
     #[schema(value_type = String)]
     pub status: JobStatus,
-    /// `upload` or `url`.
+    /// `upload`, `url`, `s3` or `google-drive`.
     pub ingest: Option<String>,
     pub output: Option<OutputTarget>,
     /// Signed, expiring link to the encoded file; present on success.
@@ -217,7 +219,10 @@ fn upload_link(state: &AppState, job: &Job) -> String {
 /// an output expiry (on-demand `outputExpiry`) is downloadable until that long after it
 /// finished, and not after; other jobs get a fresh link of the configured lifetime.
 pub fn download_link(state: &AppState, job: &Job) -> Option<(String, i64)> {
-    if job.status != JobStatus::Success || job.output_purged_at.is_some() {
+    if job.status != JobStatus::Success
+        || job.output_purged_at.is_some()
+        || job.destination != Destination::Cdn
+    {
         return None;
     }
     let now = convertrilo_core::time::now_ms() / 1000;
@@ -247,7 +252,8 @@ impl StatusResponse {
             output_filename: Some(job.output_filename.clone()),
             status: job.status,
             ingest: Some(job.ingest.as_str().to_string()),
-            output: Some(OutputTarget::of(state, job)),
+            // An output delivered to the customer's storage is not kept here.
+            output: (job.destination == Destination::Cdn).then(|| OutputTarget::of(state, job)),
             download_url,
             upload_url,
             encoder: job.encoder.clone(),

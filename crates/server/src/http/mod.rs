@@ -19,6 +19,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::jobs::router())
         .merge(routes::bulk::router())
         .merge(routes::ondemand::router())
+        .merge(routes::folder::router())
         .merge(routes::public::router())
         // Stream parts are read as a raw body, which the JSON limit below does not cap.
         .merge(routes::stream::router())

@@ -229,6 +229,12 @@ impl Outbound {
         self.vet(raw).await
     }
 
+    /// The checks that need no lookup (scheme, host lists, `localhost` names, literal
+    /// addresses): for places that cannot wait on DNS. [`Self::vet`] does these and more.
+    pub fn check_without_lookup(&self, url: &Url) -> Result<(), OutboundError> {
+        check_parsed(&self.policy, url.clone(), 0).map(drop)
+    }
+
     /// Vets any URL a client gave (a source or a webhook).
     pub async fn vet(&self, raw: &str) -> Result<Vetted, OutboundError> {
         let (url, target) = pre_check(&self.policy, raw, 0)?;

@@ -2,6 +2,7 @@
 //! repeat; idle workers sleep until a job is queued (or a poll interval passes, which also
 //! picks up jobs whose worker died and whose lease has expired).
 
+mod customer;
 mod fetch;
 mod run;
 

@@ -1,9 +1,10 @@
-//! Runs one claimed job: fetch the input, probe, plan, encode with progress, store the
-//! output, and record the outcome. A heartbeat task keeps the lease and publishes progress;
+//! Runs one claimed job: fetch the input (from the store, a URL, or the customer's S3 bucket
+//! or Drive), probe, plan, encode with progress, deliver the output (see `customer`), and
+//! record the outcome. A heartbeat task keeps the lease and publishes progress;
 //! if the job is canceled (here or from another process) ffmpeg is killed and the scratch
 //! directory removed.
 
-use super::fetch;
+use super::{customer, fetch};
 use crate::state::AppState;
 use convertrilo_core::{neu::total_price, Neu};
 use convertrilo_db::{Heartbeat, Ingest, Job, Outcome, Progress, Reservation};
@@ -18,7 +19,7 @@ use std::{
 use tokio_util::sync::CancellationToken;
 
 /// How a job attempt ended, when it did not succeed.
-enum Failure {
+pub(super) enum Failure {
     /// Canceled by the user, lost its lease, or the process is shutting down.
     Stopped,
     /// The input or request is at fault (or the encode failed for good): fail the job.
@@ -162,7 +163,8 @@ fn stored_probe(job: &Job) -> Option<MediaInfo> {
             .media_info
             .clone()
             .and_then(|v| serde_json::from_value(v).ok()),
-        Ingest::Url => None,
+        // Fetched afresh for each attempt, so probed again.
+        Ingest::Url | Ingest::S3 | Ingest::GoogleDrive => None,
     }
 }
 
@@ -185,6 +187,9 @@ async fn execute(
     let dir = scratch
         .job_dir(&job.id.to_string())
         .map_err(|e| Failure::Retry(format!("scratch directory: {e}")))?;
+    let mut secrets = crate::jobs::load_secrets(state, job)
+        .await
+        .map_err(|e| Failure::Fatal(e.message))?;
     let input = match job.ingest {
         Ingest::Upload => state
             .store
@@ -207,6 +212,20 @@ async fn execute(
                     Err(e) if e.is_transient() => return Err(Failure::Retry(e.to_string())),
                     Err(e) => return Err(Failure::Fatal(e.to_string())),
                 },
+                _ = cancel.cancelled() => return Err(Failure::Stopped),
+            }
+            dest
+        }
+        Ingest::S3 | Ingest::GoogleDrive => {
+            let dest = dir.path().join("source");
+            let limit = crate::jobs::source_limit(state, job);
+            tokio::select! {
+                r = customer::fetch(state, job, &mut secrets, &dest, limit) => {
+                    // Not inside the log macro: its fields are not evaluated when the level
+                    // is off, and the error would go unseen.
+                    let bytes = r?;
+                    tracing::info!(bytes, "source downloaded");
+                }
                 _ = cancel.cancelled() => return Err(Failure::Stopped),
             }
             dest
@@ -311,11 +330,10 @@ async fn execute(
             "ffmpeg finished but wrote no output; the source may hold no decodable frames".into(),
         ));
     }
-    let size = state
-        .store
-        .put_file(&job.output_key, &output)
-        .await
-        .map_err(|e| Failure::Retry(format!("could not store the output: {e}")))?;
+    let size = tokio::select! {
+        r = customer::deliver(state, job, &mut secrets, &output) => r?,
+        _ = cancel.cancelled() => return Err(Failure::Stopped),
+    };
     Ok(Outcome::Success {
         output_size: size as i64,
         duration_sec: report.output_duration_sec,

@@ -97,6 +97,7 @@ async fn generated_spec_matches_the_contract() {
         ("/ondemand/encode", "post"),
         ("/ondemand/status/{jobId}", "get"),
         ("/ondemand/{jobId}", "delete"),
+        ("/ondemand/ingest/folder", "post"),
         ("/public/jobs", "post"),
         ("/public/jobs/{id}/probe-duration", "get"),
         ("/public/jobs/{id}/confirm", "post"),
@@ -181,6 +182,16 @@ async fn generated_spec_matches_the_contract() {
         ("WebhookListResponse", "WebhookListResponse"),
         ("WebhookDeliveryResponse", "WebhookDeliveryResponse"),
         ("WebhookDeliveryListResponse", "WebhookDeliveryListResponse"),
+        ("OnDemandFolderIngestRequest", "OnDemandFolderIngestRequest"),
+        (
+            "OnDemandFolderIngestResponse",
+            "OnDemandFolderIngestResponse",
+        ),
+        ("S3Output", "S3Output"),
+        ("S3FolderSource", "S3FolderSource"),
+        ("S3FolderOutput", "S3FolderOutput"),
+        ("GoogleDriveOutput", "GoogleDriveOutput"),
+        ("GoogleDriveFolderSource", "GoogleDriveFolderSource"),
     ] {
         let (o, t) = (schema(&ours, our_name), schema(&theirs, their_name));
         for (field, their_field) in t["properties"].as_object().unwrap() {
@@ -227,6 +238,10 @@ async fn documented_request_fields_are_validated() {
         ),
         ("ConfirmRequest", format!("/jobs/{id}/confirm")),
         ("OnDemandEncodeRequest", "/ondemand/encode".to_string()),
+        (
+            "OnDemandFolderIngestRequest",
+            "/ondemand/ingest/folder".to_string(),
+        ),
         ("PublicJobCreateRequest", "/public/jobs".to_string()),
     ] {
         for field in schema(&ours, schema_name)["properties"]

@@ -44,6 +44,9 @@ async fn official_sdk_runs_unmodified() {
     )
     .unwrap();
     let host = FileHost::serve(host_dir.path()).await;
+    let s3 = crate::s3server::S3Server::start(&["sdk"]).await;
+    s3.put("sdk", "in/bigbuckbunny.mp4", &real_clip("bigbuckbunny.mp4"));
+    let s3_endpoint = s3.endpoint.clone();
     let sdk = compile_sdk(host_dir.path());
     let flow = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/flow.mjs");
 
@@ -57,6 +60,9 @@ async fn official_sdk_runs_unmodified() {
             .env("BASE_URL", base)
             .env("API_KEY", key)
             .env("SOURCE_URL", source)
+            .env("S3_ENDPOINT", s3_endpoint)
+            .env("S3_ACCESS_KEY", crate::s3server::ACCESS_KEY)
+            .env("S3_SECRET_KEY", crate::s3server::SECRET_KEY)
             .output()
             .expect("node runs")
     })
@@ -122,5 +128,21 @@ async fn official_sdk_runs_unmodified() {
         "the whole reservation comes back: {}",
         out["onDemandCancel"]
     );
+    let folder = &out["folder"];
+    assert_eq!(folder["jobs"].as_array().map(Vec::len), Some(1), "{folder}");
+    assert_eq!(
+        folder["jobs"][0]["externalId"],
+        "sdk-folder:bigbuckbunny.mp4"
+    );
+    assert_eq!(folder["jobs"][0]["fileName"], "bigbuckbunny.mp4");
+    assert!(
+        out["emptyFolder"]
+            .as_str()
+            .unwrap()
+            .contains("no_video_files_found"),
+        "{}",
+        out["emptyFolder"]
+    );
+    crate::s3server::assert_no_credentials(&out.to_string());
     app.stop().await;
 }

@@ -60,4 +60,19 @@ const od = await client.onDemandEncode({ sourceUrl: process.env.SOURCE_URL, prio
 out.onDemand = od;
 out.onDemandStatus = await client.onDemandStatus(od.jobId);
 out.onDemandCancel = await client.onDemandCancel(od.jobId);
+
+// Folder ingest from an S3-compatible bucket, then a folder with no video.
+const s3 = (prefix) => ({
+  bucket: "sdk", prefix, endpoint: process.env.S3_ENDPOINT, region: "us-east-1",
+  accessKeyId: process.env.S3_ACCESS_KEY, secretAccessKey: process.env.S3_SECRET_KEY, forcePathStyle: true,
+});
+out.folder = await client.onDemandIngestFolder({
+  externalIdPrefix: "sdk-folder", sourceS3: s3("in/"), resolution: "480p", maxFiles: 1,
+});
+try {
+  await client.onDemandIngestFolder({ sourceS3: s3("nothing/") });
+  out.emptyFolder = "no error";
+} catch (e) {
+  out.emptyFolder = String(e.message);
+}
 console.log(JSON.stringify(out));

@@ -36,6 +36,7 @@ use utoipa::{
         super::ondemand::encode,
         super::ondemand::status,
         super::ondemand::cancel,
+        super::folder::ingest,
         super::public::create,
         super::public::probe_duration,
         super::public::confirm,
@@ -68,7 +69,12 @@ use utoipa::{
         super::ondemand::OnDemandStatusResponse, super::ondemand::Destination, super::ondemand::OnDemandCancelResponse,
         super::public::PublicJobCreateRequest, super::public::PublicJobCreateResponse,
         super::stream::StreamInitResponse, super::stream::StreamChunkResponse, super::stream::StreamPart,
-        super::stream::StreamFinalizeRequest, super::stream::StreamFinalizeResponse, super::stream::StreamAbortResponse
+        super::stream::StreamFinalizeRequest, super::stream::StreamFinalizeResponse, super::stream::StreamAbortResponse,
+        super::folder::OnDemandFolderIngestRequest, super::folder::OnDemandFolderIngestResponse,
+        super::folder::FolderJob, super::folder::OutputDestination,
+        super::storage_docs::S3Source, super::storage_docs::S3Output, super::storage_docs::S3FolderSource,
+        super::storage_docs::S3FolderOutput, super::storage_docs::GoogleDriveOutput,
+        super::storage_docs::GoogleDriveFolderSource
     )),
     modifiers(&SecuritySchemes)
 )]

@@ -67,8 +67,8 @@ pub struct OnDemandEncodeRequest {
     pub webhook: Option<String>,
     /// Names the source for the output file name (else taken from the URL).
     pub original_filename: Option<String>,
-    pub output_s3: Option<Map<String, Value>>,
-    pub output_google_drive: Option<Map<String, Value>>,
+    pub output_s3: Option<super::storage_docs::S3Output>,
+    pub output_google_drive: Option<super::storage_docs::GoogleDriveOutput>,
     /// Deprecated: answered with 410.
     pub output_dropbox: Option<Map<String, Value>>,
 }
@@ -107,11 +107,51 @@ pub struct OnDemandEncodeResponse {
     pub webhook: Option<String>,
 }
 
+/// Where the output is: `cdn` (kept here, behind the signed `downloadUrl`), `s3` (`bucket`
+/// and `key`) or `google-drive` (`folderId` and `fileName`).
 #[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct Destination {
-    /// `cdn`: kept by this server and served through the signed `downloadUrl`.
     #[serde(rename = "type")]
     pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub folder_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+}
+
+impl Destination {
+    pub fn of(d: &convertrilo_core::external::Destination) -> Destination {
+        use convertrilo_core::external::Destination as D;
+        let mut out = Destination {
+            kind: "cdn".into(),
+            bucket: None,
+            key: None,
+            folder_id: None,
+            file_name: None,
+        };
+        match d {
+            D::Cdn => {}
+            D::S3(o) => {
+                out.kind = "s3".into();
+                out.bucket = Some(o.bucket.bucket.clone());
+                out.key = Some(o.key.clone());
+            }
+            D::GoogleDrive {
+                folder_id,
+                file_name,
+            } => {
+                out.kind = "google-drive".into();
+                out.folder_id = Some(folder_id.clone());
+                out.file_name = Some(file_name.clone());
+            }
+        }
+        out
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -150,7 +190,7 @@ pub struct OnDemandCancelResponse {
     pub status: JobStatus,
 }
 
-fn premium(state: &AppState, priority: Priority) -> Factor {
+pub(crate) fn premium(state: &AppState, priority: Priority) -> Factor {
     match priority {
         Priority::Normal => state.config.pricing.ondemand.normal,
         Priority::High => state.config.pricing.ondemand.high,
@@ -171,20 +211,8 @@ pub(crate) async fn encode(
 ) -> AppResult<Response> {
     caller.require(Scope::JobsCreate)?;
     let req = request::parse_ondemand(&body).map_err(AppError::invalid_body)?;
-    match &req.output {
-        OutputRequest::Cdn => {}
-        OutputRequest::Dropbox => {
-            return Err(AppError::new(
-                StatusCode::GONE,
-                ErrorCode::DeprecatedDropbox,
-                "Dropbox output is no longer offered; leave outputDropbox out to get a download link",
-            ))
-        }
-        OutputRequest::S3(_) | OutputRequest::GoogleDrive(_) => {
-            return Err(AppError::bad_request(
-                "outputS3 and outputGoogleDrive are not available on this server yet; leave them out to get a signed downloadUrl",
-            ))
-        }
+    if req.output == OutputRequest::Dropbox {
+        return Err(dropbox_gone("outputDropbox"));
     }
     // The webhook is a URL we will call: the same checks as a source (and again when the
     // callback is sent).
@@ -209,6 +237,10 @@ pub(crate) async fn encode(
         &body,
         |claim| async move {
             let factor = premium(state, req.priority);
+            let mut output = req.output;
+            if let OutputRequest::GoogleDrive(o) = &mut output {
+                check_drive_output(state, o).await?;
+            }
             let draft = Draft {
                 spec: req.spec,
                 source: SourceRequest::Url(req.source_url),
@@ -222,6 +254,8 @@ pub(crate) async fn encode(
                 output_expiry_secs: Some(req.output_expiry_secs),
                 callback_url,
                 status_token_hash: None,
+                output,
+                lenient_probe: false,
             };
             let new = jobs::prepare(state, caller.user_id, draft).await?;
             let job = &new.job;
@@ -252,6 +286,32 @@ pub(crate) async fn encode(
     .await
 }
 
+/// The contract keeps Dropbox fields only to answer them with 410.
+pub(crate) fn dropbox_gone(field: &str) -> AppError {
+    AppError::new(
+        StatusCode::GONE,
+        ErrorCode::DeprecatedDropbox,
+        format!("Dropbox is no longer offered; leave {field} out (outputs can go to a download link, S3 or Google Drive)"),
+    )
+}
+
+/// Checks, before anything is queued, that the Drive output folder exists and the token can
+/// see it (renewing the token if Google asks, and keeping the renewed one for the job).
+pub(crate) async fn check_drive_output(
+    state: &AppState,
+    o: &mut convertrilo_core::request::DriveOutput,
+) -> AppResult<()> {
+    let mut session = state.drive.session(o.tokens.clone());
+    session
+        .check_folder(&o.folder_id)
+        .await
+        .map_err(|e| crate::external::drive_request_error(e, "outputGoogleDrive"))?;
+    if session.refreshed() {
+        o.tokens = session.tokens().clone();
+    }
+    Ok(())
+}
+
 async fn owned(state: &AppState, caller: &Caller, id: convertrilo_core::JobId) -> AppResult<Job> {
     state
         .repos
@@ -275,18 +335,28 @@ pub fn status_of(state: &AppState, job: &Job) -> OnDemandStatusResponse {
         encoder: job.encoder.clone(),
         expires_in: match (&link, job.status) {
             (Some((_, expires)), _) => Some(expires - now),
-            (None, JobStatus::Success) => Some(0),
+            (None, JobStatus::Success)
+                if job.destination == convertrilo_core::external::Destination::Cdn =>
+            {
+                Some(0)
+            }
             _ => None,
         },
         download_url: link.as_ref().map(|(url, _)| url.clone()),
-        destination: (job.status == JobStatus::Success).then(|| Destination { kind: "cdn".into() }),
+        destination: (job.status == JobStatus::Success).then(|| Destination::of(&job.destination)),
         created_at: rfc3339(job.created_at),
         started_at: job.started_at.map(rfc3339),
         finished_at: job.finished_at.map(rfc3339),
         failure_message: match (job.status, &job.failure_message) {
-            (JobStatus::Success, _) if link.is_none() => Some(
-                "the output expired (its outputExpiry passed) and is no longer available".into(),
-            ),
+            (JobStatus::Success, _)
+                if link.is_none()
+                    && job.destination == convertrilo_core::external::Destination::Cdn =>
+            {
+                Some(
+                    "the output expired (its outputExpiry passed) and is no longer available"
+                        .into(),
+                )
+            }
             (_, m) => m.clone(),
         },
     }

@@ -145,6 +145,8 @@ pub(crate) async fn create(
         output_expiry_secs: Some(state.config.download_url_ttl_secs as i64),
         callback_url: None,
         status_token_hash: Some(hash_api_key(&token)),
+        output: convertrilo_core::request::OutputRequest::Cdn,
+        lenient_probe: false,
     };
     let new = jobs::prepare(&state, caller.owner, draft).await?;
     let response = JobCreateResponse::of(&state, &new.job, Neu::ZERO);

@@ -1,5 +1,10 @@
 //! Job rules that sit between HTTP and the repositories: creating a job from a parsed
-//! request, probing its input, pricing it and queueing it.
+//! request (see `create`), probing its input (an S3 source through a presigned link), pricing
+//! it and queueing it.
+
+mod create;
+
+pub use create::{check_customer_endpoint, prepare, source_limit, Draft};
 
 use crate::{
     http::error::{AppError, AppResult},
@@ -8,10 +13,11 @@ use crate::{
 };
 use axum::http::StatusCode;
 use convertrilo_core::{
+    external::{JobSecrets, SourceRef},
     filename,
     neu::total_price,
     pricing::Factor,
-    request::{JobCreate, SourceRequest},
+    request::SourceRequest,
     spec::{Optimize, Priority},
     time::now_ms,
     EncodeSpec, ErrorCode, JobId, JobStatus, Neu, UserId,
@@ -50,153 +56,6 @@ pub fn job_of_upload_slot(key: &str) -> Option<JobId> {
         .parse()
         .ok()?;
     (upload_slot(id) == key).then_some(id)
-}
-
-/// What a job is to be, on any surface, before it exists.
-pub struct Draft {
-    pub spec: EncodeSpec,
-    pub source: SourceRequest,
-    pub original_filename: Option<String>,
-    pub external_id: Option<String>,
-    pub metadata: Option<Map<String, Value>>,
-    /// Probe, price and queue now (a URL source), or as soon as the upload arrives.
-    pub confirm: bool,
-    pub kind: JobKind,
-    pub priority: Priority,
-    pub price_factor: Factor,
-    pub output_expiry_secs: Option<i64>,
-    pub callback_url: Option<String>,
-    pub status_token_hash: Option<String>,
-}
-
-impl Draft {
-    /// A `POST /jobs` (or bulk item) request.
-    pub fn standard(req: JobCreate) -> Draft {
-        Draft {
-            spec: req.spec,
-            source: req.source,
-            original_filename: req.original_filename,
-            external_id: req.external_id,
-            metadata: req.metadata,
-            confirm: req.confirm,
-            kind: JobKind::Standard,
-            priority: Priority::Normal,
-            price_factor: Factor::ONE,
-            output_expiry_secs: None,
-            callback_url: None,
-            status_token_hash: None,
-        }
-    }
-}
-
-/// Builds the job a draft describes, probing and pricing it first when it is to be queued
-/// at once. Nothing is written: the caller inserts the result (with its idempotent
-/// response, when there is one) in one transaction.
-pub async fn prepare(state: &AppState, owner: UserId, d: Draft) -> AppResult<NewJob> {
-    check_spec(state, &d.spec)?;
-    let (ingest, source_url) = match &d.source {
-        SourceRequest::Upload => (Ingest::Upload, None),
-        // Scheme, host lists, one resolution and the address ranges; the HTTP checks come
-        // with the probe (now when confirming, else later) and again at download time.
-        SourceRequest::Url(url) => {
-            let vetted = state
-                .outbound
-                .vet_source(url)
-                .await
-                .map_err(|e| e.into_app(Purpose::Source))?;
-            (Ingest::Url, Some(vetted.url.to_string()))
-        }
-        SourceRequest::S3(_) => {
-            return Err(AppError::bad_request(
-                "sourceS3 ingest is not available on this server yet; give a sourceUrl, or leave the source out to upload the file",
-            ))
-        }
-    };
-    let source_filename = d
-        .original_filename
-        .as_deref()
-        .and_then(filename::sanitize)
-        .or_else(|| source_url.as_deref().and_then(filename::from_url));
-    let id = JobId::new();
-    let mut job = Job {
-        id,
-        user_id: owner,
-        status: JobStatus::Created,
-        output_filename: filename::output_name(source_filename.as_deref(), &d.spec),
-        // No extension: approve/confirm may still change the container. Downloads take their
-        // type and name from the signed file name.
-        output_key: format!("outputs/{id}/output"),
-        spec: d.spec,
-        ingest,
-        source_url,
-        input_key: upload_slot(id),
-        input_size: None,
-        output_size: None,
-        original_filename: d.original_filename,
-        source_filename,
-        external_id: d.external_id,
-        metadata: d.metadata,
-        duration_sec: None,
-        output_duration_sec: None,
-        media_info: None,
-        per_minute: None,
-        estimate: None,
-        encoder: None,
-        pct: None,
-        failure_message: None,
-        attempts: 0,
-        auto_confirm: d.confirm && ingest == Ingest::Upload,
-        created_at: now_ms(),
-        queued_at: None,
-        started_at: None,
-        finished_at: None,
-        kind: d.kind,
-        priority: d.priority.queue_rank() + kind_rank(d.kind),
-        price_factor: d.price_factor,
-        output_expiry_secs: d.output_expiry_secs,
-        callback_url: d.callback_url,
-        status_token_hash: d.status_token_hash,
-        output_purged_at: None,
-    };
-    let mut reserve = None;
-    if d.confirm && ingest == Ingest::Url {
-        // Probe and price before anything is written: a source that cannot be read is an
-        // error for the request, and no job is left behind.
-        let update = estimate(state, &job, &job.spec).await?;
-        reserve = update.estimate.filter(|e| *e > Neu::ZERO);
-        apply_estimate(&mut job, update);
-        job.status = JobStatus::Queued;
-        job.queued_at = Some(now_ms());
-    }
-    Ok(NewJob { job, reserve })
-}
-
-/// The largest source the job may upload or fetch.
-pub fn source_limit(state: &AppState, job: &Job) -> u64 {
-    match job.kind {
-        JobKind::Public => state
-            .config
-            .public_max_source_bytes
-            .min(state.config.max_upload_bytes),
-        JobKind::Standard | JobKind::OnDemand => state.config.max_upload_bytes,
-    }
-}
-
-/// Free public jobs wait behind paying ones.
-fn kind_rank(kind: JobKind) -> i32 {
-    match kind {
-        JobKind::Public => -1,
-        JobKind::Standard | JobKind::OnDemand => 0,
-    }
-}
-
-fn apply_estimate(job: &mut Job, u: EstimateUpdate) {
-    job.spec = u.spec;
-    job.output_filename = u.output_filename;
-    job.duration_sec = u.duration_sec;
-    job.media_info = u.media_info;
-    job.per_minute = u.per_minute;
-    job.estimate = u.estimate;
 }
 
 /// Writes prepared jobs (and the idempotent response) in one transaction, waking a worker
@@ -260,18 +119,58 @@ pub async fn accept_upload(
     Ok(queued.status)
 }
 
-/// The stored input's local path, once it has been uploaded.
-fn upload_location(state: &AppState, job: &Job) -> AppResult<String> {
-    if job.input_size.is_none() {
-        return Err(AppError::bad_request(
+/// Where ffprobe can read the job's input, once there is one. An S3 object is read through
+/// a presigned GET link that outlives the probe by a minute; `secrets` are the job's
+/// (read from the database when not given).
+async fn input_location(
+    state: &AppState,
+    job: &Job,
+    secrets: Option<&JobSecrets>,
+) -> AppResult<String> {
+    match job.ingest {
+        Ingest::Url => Err(AppError::internal(
+            "URL sources are probed through the probe proxy",
+        )),
+        Ingest::Upload if job.input_size.is_none() => Err(AppError::bad_request(
             "the source has not been uploaded yet: PUT the file to the job's upload.url first",
-        ));
+        )),
+        Ingest::Upload => state
+            .store
+            .local_path(&job.input_key)
+            .map(|p| p.to_string_lossy().into_owned())
+            .ok_or_else(|| AppError::internal("object store has no local path")),
+        Ingest::S3 => {
+            let Some(SourceRef::S3(object)) = &job.source_ref else {
+                return Err(AppError::internal("s3 job without its object"));
+            };
+            let stored;
+            let secrets = match secrets {
+                Some(s) => s,
+                None => {
+                    stored = load_secrets(state, job).await?;
+                    &stored
+                }
+            };
+            let bucket =
+                crate::external::s3_bucket(state, &object.bucket, secrets.source_s3.as_ref())?;
+            let ttl = Duration::from_secs(state.config.probe_timeout_secs + 60);
+            Ok(bucket.presign_get(&object.key, ttl).to_string())
+        }
+        Ingest::GoogleDrive => Err(AppError::bad_request(
+            "a Google Drive source is probed when the worker downloads it; its duration shows in the job's status once it runs",
+        )),
     }
-    state
-        .store
-        .local_path(&job.input_key)
-        .map(|p| p.to_string_lossy().into_owned())
-        .ok_or_else(|| AppError::internal("object store has no local path"))
+}
+
+/// The job's credentials (none when it never had any, or has ended).
+pub async fn load_secrets(state: &AppState, job: &Job) -> AppResult<JobSecrets> {
+    match state.repos.jobs.job_secret(job.id).await? {
+        None => Ok(JobSecrets::default()),
+        Some(blob) => state
+            .secrets
+            .open(job.id, &blob)
+            .map_err(|e| AppError::bad_request(e.to_string())),
+    }
 }
 
 /// Probes the job's input. A file that is not a readable video is the client's problem
@@ -279,11 +178,15 @@ fn upload_location(state: &AppState, job: &Job) -> AppResult<String> {
 ///
 /// A URL source is checked first (vetted, fetched through the guarded client, its status,
 /// type and size checked), then ffprobe reads it through the loopback probe proxy, never
-/// from the customer's URL: see `crate::outbound`.
-pub async fn probe_input(state: &AppState, job: &Job) -> AppResult<MediaInfo> {
+/// from the customer's URL: see `crate::outbound`. An S3 object is read through a presigned
+/// link that no message shows.
+pub async fn probe_input(
+    state: &AppState,
+    job: &Job,
+    secrets: Option<&JobSecrets>,
+) -> AppResult<MediaInfo> {
     let timeout = Duration::from_secs(state.config.probe_timeout_secs);
-    let result = match job.ingest {
-        Ingest::Upload => probe(&state.tools, &upload_location(state, job)?, timeout).await,
+    let (result, location) = match job.ingest {
         Ingest::Url => {
             let url = job
                 .source_url
@@ -307,14 +210,26 @@ pub async fn probe_input(state: &AppState, job: &Job) -> AppResult<MediaInfo> {
                     return Err(refusal.into_app(Purpose::Source));
                 }
             }
-            result
+            (result, None)
         }
+        _ => {
+            let location = input_location(state, job, secrets).await?;
+            (
+                probe(&state.tools, &location, timeout).await,
+                Some(location),
+            )
+        }
+    };
+    // A presigned link is a credential: keep it out of anything shown.
+    let hide = |m: String| match (&location, job.ingest) {
+        (Some(l), Ingest::S3) => m.replace(l.as_str(), "the S3 object"),
+        _ => m,
     };
     result.map_err(|e| match e {
         MediaError::NotAVideo(msg) => AppError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::ProbeFailed,
-            msg,
+            hide(msg),
         ),
         // A missing ffprobe or a missing stored object is ours to fix.
         MediaError::Process(ProcessError::Spawn { .. }) | MediaError::Io(_) => {
@@ -325,17 +240,30 @@ pub async fn probe_input(state: &AppState, job: &Job) -> AppResult<MediaInfo> {
         other => AppError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::ProbeFailed,
-            format!("could not read the source: {}", other.user_message()),
+            hide(format!(
+                "could not read the source: {}",
+                other.user_message()
+            )),
         ),
     })
 }
 
 /// Probe results (reusing a stored probe when there is one) plus the price for `spec`.
 pub async fn estimate(state: &AppState, job: &Job, spec: &EncodeSpec) -> AppResult<EstimateUpdate> {
+    estimate_with(state, job, spec, None).await
+}
+
+/// [`estimate`] with the job's credentials at hand (a job not yet written has none stored).
+async fn estimate_with(
+    state: &AppState,
+    job: &Job,
+    spec: &EncodeSpec,
+    secrets: Option<&JobSecrets>,
+) -> AppResult<EstimateUpdate> {
     let (duration, info) = match (&job.media_info, job.duration_sec) {
         (Some(info), Some(d)) => (d, info.clone()),
         _ => {
-            let info = probe_input(state, job).await?;
+            let info = probe_input(state, job, secrets).await?;
             let d = info.duration_sec.unwrap_or(0.0);
             (d, serde_json::to_value(&info).map_err(AppError::internal)?)
         }
