@@ -369,3 +369,36 @@ async fn enqueue(state: &AppState, job: &Job, update: EstimateUpdate) -> AppResu
             .ok_or_else(|| AppError::not_found("no such job")),
     }
 }
+
+/// Confirms a job on request: a `created` job is queued; confirming one already on its way
+/// is harmless and reports it as it is; an ended one cannot be confirmed again.
+pub async fn confirm_request(state: &AppState, job: Job, spec: EncodeSpec) -> AppResult<Job> {
+    match job.status {
+        JobStatus::Created => confirm(state, job, Some(spec)).await,
+        JobStatus::Queued | JobStatus::Running | JobStatus::Success => Ok(job),
+        JobStatus::Failed | JobStatus::Canceled => Err(AppError::bad_request(format!(
+            "the job is {}; create a new job to encode this source",
+            job.status
+        ))),
+    }
+}
+
+/// Cancels a job of `owner` that has not ended (releasing its tokens) and stops its encode
+/// here at once; a worker in another process notices at its next heartbeat. `None` when
+/// there is no such job.
+pub async fn cancel(
+    state: &AppState,
+    id: JobId,
+    owner: UserId,
+) -> AppResult<convertrilo_db::Canceled> {
+    let canceled = state
+        .repos
+        .jobs
+        .cancel(id, owner)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("no job with id {id}")))?;
+    if !canceled.previous.is_terminal() {
+        state.running.cancel(id);
+    }
+    Ok(canceled)
+}

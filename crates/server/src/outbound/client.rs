@@ -213,25 +213,20 @@ impl Outbound {
             .map_err(|e| OutboundError::Unreachable(describe(&e)))
     }
 
-    /// POSTs a JSON body to a vetted webhook URL; a redirect is not followed (it is an
-    /// answer like any other, and not a 2xx).
+    /// POSTs a JSON body to a vetted webhook URL, as [`Self::post_bytes`] does.
     pub async fn post_json(
         &self,
         raw: &str,
         body: &serde_json::Value,
-        headers: HeaderMap,
+        mut headers: HeaderMap,
         timeout: Duration,
     ) -> Result<Response, OutboundError> {
-        let target = self.vet(raw).await?;
-        let client = self.client_for(&target, self.policy.timeout)?;
-        client
-            .post(target.url.clone())
-            .timeout(timeout)
-            .headers(headers)
-            .json(body)
-            .send()
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        self.post_bytes(raw, body.to_string().into_bytes(), headers, timeout)
             .await
-            .map_err(|e| OutboundError::Unreachable(describe(&e)))
     }
 }
 

@@ -161,17 +161,7 @@ async fn confirm_job(
     caller.require(Scope::JobsCreate)?;
     let job = owned_job(&state, &caller, id).await?;
     let spec = request::parse_confirm(&body, &job.spec).map_err(AppError::invalid_body)?;
-    let job = match job.status {
-        JobStatus::Created => jobs::confirm(&state, job, Some(spec)).await?,
-        // Confirming twice is harmless: the job is already on its way.
-        JobStatus::Queued | JobStatus::Running | JobStatus::Success => job,
-        JobStatus::Failed | JobStatus::Canceled => {
-            return Err(AppError::bad_request(format!(
-                "the job is {}; create a new job to encode this source",
-                job.status
-            )))
-        }
-    };
+    let job = jobs::confirm_request(&state, job, spec).await?;
     Ok(Json(ConfirmResponse {
         ok: true,
         status: job.status,
@@ -188,25 +178,14 @@ async fn cancel_job(
     JobPath(id): JobPath,
 ) -> AppResult<Json<CancelResponse>> {
     caller.require(Scope::JobsCancel)?;
-    let previous = state
-        .repos
-        .jobs
-        .cancel(id, caller.user_id)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("no job with id {id}")))?
-        .previous;
-    if previous.is_terminal() {
-        return Ok(Json(CancelResponse {
-            ok: true,
-            status: previous,
-            previous_status: previous,
-        }));
-    }
-    // Stop the encode here at once; a worker in another process notices at its next heartbeat.
-    state.running.cancel(id);
+    let previous = jobs::cancel(&state, id, caller.user_id).await?.previous;
     Ok(Json(CancelResponse {
         ok: true,
-        status: JobStatus::Canceled,
+        status: if previous.is_terminal() {
+            previous
+        } else {
+            JobStatus::Canceled
+        },
         previous_status: previous,
     }))
 }

@@ -386,23 +386,15 @@ pub(crate) async fn cancel(
     JobPath(id): JobPath,
 ) -> AppResult<Json<OnDemandCancelResponse>> {
     caller.require(Scope::JobsCancel)?;
-    let canceled = state
-        .repos
-        .jobs
-        .cancel(id, caller.user_id)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("no job with id {id}")))?;
-    if canceled.previous.is_terminal() {
-        return Ok(Json(OnDemandCancelResponse {
-            ok: true,
-            released: Neu::ZERO,
-            status: canceled.previous,
-        }));
-    }
-    state.running.cancel(id);
+    let canceled = jobs::cancel(&state, id, caller.user_id).await?;
+    let ended_before = canceled.previous.is_terminal();
     Ok(Json(OnDemandCancelResponse {
         ok: true,
         released: canceled.released,
-        status: JobStatus::Canceled,
+        status: if ended_before {
+            canceled.previous
+        } else {
+            JobStatus::Canceled
+        },
     }))
 }

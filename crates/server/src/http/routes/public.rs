@@ -189,16 +189,7 @@ pub(crate) async fn confirm(
 ) -> AppResult<Json<ConfirmResponse>> {
     let job = public_job(&state, caller.owner, id).await?;
     let spec = request::parse_confirm(&body, &job.spec).map_err(AppError::invalid_body)?;
-    let job = match job.status {
-        JobStatus::Created => jobs::confirm(&state, job, Some(spec)).await?,
-        JobStatus::Queued | JobStatus::Running | JobStatus::Success => job,
-        JobStatus::Failed | JobStatus::Canceled => {
-            return Err(AppError::bad_request(format!(
-                "the job is {}; create a new job to encode this source",
-                job.status
-            )))
-        }
-    };
+    let job = jobs::confirm_request(&state, job, spec).await?;
     Ok(Json(ConfirmResponse {
         ok: true,
         status: job.status,
