@@ -86,7 +86,9 @@ pub enum AfterAttempt {
 #[async_trait]
 pub trait WebhookRepo: Send + Sync {
     async fn count_webhooks(&self, user: UserId) -> DbResult<i64>;
-    async fn create_webhook(&self, hook: &Webhook) -> DbResult<()>;
+    /// Creates the webhook unless its owner already has `limit`; false (nothing written) then.
+    /// One statement, so simultaneous creations cannot pass the limit together.
+    async fn create_webhook(&self, hook: &Webhook, limit: i64) -> DbResult<bool>;
     async fn webhooks(&self, user: UserId) -> DbResult<Vec<Webhook>>;
     async fn webhook(&self, id: uuid::Uuid, user: UserId) -> DbResult<Option<Webhook>>;
     /// Applies the update; `None` when there is no such webhook of this user.

@@ -135,10 +135,11 @@ impl WebhookRepo for SqliteRepo {
         )
     }
 
-    async fn create_webhook(&self, h: &Webhook) -> DbResult<()> {
-        sqlx::query(
+    async fn create_webhook(&self, h: &Webhook, limit: i64) -> DbResult<bool> {
+        let r = sqlx::query(
             "INSERT INTO webhooks (id, user_id, url, events, secret, is_active, failure_count, created_at, updated_at)
-             VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?)",
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8
+             WHERE (SELECT COUNT(*) FROM webhooks WHERE user_id = ?2) < ?9",
         )
         .bind(h.id.to_string())
         .bind(h.user_id.to_string())
@@ -148,9 +149,10 @@ impl WebhookRepo for SqliteRepo {
         .bind(h.is_active)
         .bind(h.created_at)
         .bind(h.created_at)
+        .bind(limit)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(r.rows_affected() == 1)
     }
 
     async fn webhooks(&self, user: UserId) -> DbResult<Vec<Webhook>> {

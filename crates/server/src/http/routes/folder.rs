@@ -187,6 +187,15 @@ pub(crate) async fn ingest(
                 ));
             }
             let factor = premium(state, req.priority);
+            // externalIds keep the limit every job surface has.
+            if let (Some(p), Some(f)) = (&req.external_id_prefix, found.iter().find(|f| {
+                req.external_id_prefix.as_ref().is_some_and(|p| p.chars().count() + 1 + f.file_name.chars().count() > 255)
+            })) {
+                return Err(AppError::bad_request(format!(
+                    "externalIdPrefix is too long for the file {:?}: `{p}:{}` would be over 255 characters; use a shorter prefix",
+                    f.file_name, f.file_name
+                )));
+            }
             let drafts = found.into_iter().map(|f| {
                 let external_id = req
                     .external_id_prefix

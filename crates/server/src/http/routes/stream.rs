@@ -37,6 +37,42 @@ use utoipa::ToSchema;
 
 pub const MAX_PART: u32 = 10_000;
 
+/// Jobs whose stream is being joined in this process: a second finalize meanwhile (a client
+/// retrying after a timeout) is told so instead of joining, or deleting, the same parts.
+static FINALIZING: std::sync::LazyLock<Mutex<std::collections::HashSet<JobId>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Holds a job's place in [`FINALIZING`] until dropped.
+struct Finalizing(JobId);
+
+impl Finalizing {
+    fn start(id: JobId) -> AppResult<Finalizing> {
+        // A std mutex: inserting and removing one id, never held across an await.
+        let fresh = FINALIZING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id);
+        if fresh {
+            Ok(Finalizing(id))
+        } else {
+            Err(AppError::new(
+                axum::http::StatusCode::CONFLICT,
+                convertrilo_core::ErrorCode::InvalidRequest,
+                "this stream is already being finalized; wait for that request's answer (the job's status shows the outcome)",
+            ))
+        }
+    }
+}
+
+impl Drop for Finalizing {
+    fn drop(&mut self) {
+        FINALIZING
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.0);
+    }
+}
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/jobs/{id}/stream/init", post(init))
@@ -245,11 +281,33 @@ pub(crate) async fn chunk(
         .map_err(std::io::Error::other)
         .inspect_ok(move |b| sink.lock().unwrap_or_else(|p| p.into_inner()).update(b))
         .boxed();
+    // The stream as a whole keeps the source limit: this part may take what the others left.
     let limit = jobs::source_limit(&state, &job);
+    let this_part = part_key(id, index);
+    let others: u64 = state
+        .store
+        .list(&stream_prefix(id))
+        .await?
+        .into_iter()
+        .filter(|(k, _)| {
+            *k != this_part && k.rsplit('/').next().is_some_and(|n| n.starts_with('p'))
+        })
+        .map(|(_, size)| size)
+        .sum();
+    if others >= limit {
+        return Err(convertrilo_storage::StorageError::TooLarge { limit }.into());
+    }
     let size = state
         .store
-        .put_stream(&part_key(id, index), stream, limit)
-        .await?;
+        .put_stream(&this_part, stream, limit - others)
+        .await
+        .map_err(|e| match e {
+            // Say the stream's limit, not what was left of it.
+            convertrilo_storage::StorageError::TooLarge { .. } => {
+                convertrilo_storage::StorageError::TooLarge { limit }
+            }
+            other => other,
+        })?;
     if size == 0 {
         state.store.delete(&part_key(id, index)).await?;
         return Err(AppError::bad_request(
@@ -276,6 +334,16 @@ pub(crate) async fn chunk(
 
 /// The `parts` of a finalize body: ascending part numbers with their ETags.
 fn parse_parts(body: &Value) -> AppResult<Option<Vec<(u32, String)>>> {
+    let Some(obj) = body.as_object() else {
+        return Err(AppError::bad_request(
+            "the body must be a JSON object: {\"parts\": [{\"PartNumber\": 1, \"ETag\": \"…\"}, …]}, or empty to join every uploaded part",
+        ));
+    };
+    if let Some(other) = obj.keys().find(|k| *k != "parts") {
+        return Err(AppError::bad_request(format!(
+            "unknown field `{other}`; the body takes only `parts`"
+        )));
+    }
     let Some(parts) = body.get("parts").filter(|p| !p.is_null()) else {
         return Ok(None);
     };
@@ -317,6 +385,7 @@ pub(crate) async fn finalize(
     JsonBody(body): JsonBody,
 ) -> AppResult<Json<StreamFinalizeResponse>> {
     caller.require(Scope::JobsCreate)?;
+    let _finalizing = Finalizing::start(id)?;
     let job = streamable_job(&state, &caller, id).await?;
     let upload_id = open_session(&state, id).await?;
     let wanted = parse_parts(&body)?;

@@ -251,14 +251,6 @@ pub(crate) async fn create(
         return Err(AppError::invalid_body(issues));
     };
     crate::webhooks::check_url(&state, &url).await?;
-    let limit = state.config.webhook_limit_per_account;
-    if state.repos.webhooks.count_webhooks(caller.user_id).await? >= i64::from(limit) {
-        return Err(AppError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::WebhookLimitExceeded,
-            format!("an account may have {limit} webhooks; delete one first"),
-        ));
-    }
     let hook = Webhook {
         id: uuid::Uuid::now_v7(),
         user_id: caller.user_id,
@@ -271,7 +263,19 @@ pub(crate) async fn create(
         last_failed_at: None,
         created_at: now_ms(),
     };
-    state.repos.webhooks.create_webhook(&hook).await?;
+    let limit = state.config.webhook_limit_per_account;
+    if !state
+        .repos
+        .webhooks
+        .create_webhook(&hook, i64::from(limit))
+        .await?
+    {
+        return Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::WebhookLimitExceeded,
+            format!("an account may have {limit} webhooks; delete one first"),
+        ));
+    }
     Ok(Json(view(&hook, true)))
 }
 
