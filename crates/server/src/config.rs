@@ -125,6 +125,16 @@ pub struct Config {
     /// Key (64 hex characters) sealing customers' credentials at rest; a random key kept in
     /// the database is used when unset.
     pub job_secrets_key: Option<String>,
+    /// Where the service keeps its own objects (uploads, outputs, stream parts): unset for
+    /// `<data_dir>/objects`, or `s3://bucket/prefix` for an S3-compatible bucket.
+    pub storage_url: Option<String>,
+    /// Endpoint of that bucket's S3 service; AWS's regional endpoint when unset.
+    pub storage_s3_endpoint: Option<String>,
+    pub storage_s3_region: String,
+    pub storage_s3_access_key_id: Option<String>,
+    pub storage_s3_secret_access_key: Option<String>,
+    /// Address the bucket as `endpoint/bucket/key` (MinIO and most self-hosted servers).
+    pub storage_s3_force_path_style: bool,
 }
 
 impl Default for Config {
@@ -185,6 +195,12 @@ impl Default for Config {
             google_oauth_client_secret: None,
             google_drive_chunk_bytes: 8 * 1024 * 1024,
             job_secrets_key: None,
+            storage_url: None,
+            storage_s3_endpoint: None,
+            storage_s3_region: "us-east-1".into(),
+            storage_s3_access_key_id: None,
+            storage_s3_secret_access_key: None,
+            storage_s3_force_path_style: false,
         }
     }
 }
@@ -276,6 +292,10 @@ impl Config {
             google_oauth_client_id: Some(String::new()),
             google_oauth_client_secret: Some(String::new()),
             job_secrets_key: Some(String::new()),
+            storage_url: Some(String::new()),
+            storage_s3_endpoint: Some(String::new()),
+            storage_s3_access_key_id: Some(String::new()),
+            storage_s3_secret_access_key: Some(String::new()),
             ..Config::default()
         };
         toml::Table::try_from(filled)
@@ -328,6 +348,7 @@ impl Config {
                 message: "must be from 1 to 1000".into(),
             });
         }
+        crate::ownstore::s3_location(self)?;
         if self.s3_part_size_bytes == 0 {
             return Err(ConfigError::Invalid {
                 field: "s3_part_size_bytes",
@@ -338,13 +359,14 @@ impl Config {
     }
 
     /// The merged configuration as TOML, with secrets (database passwords, the OAuth client
-    /// secret, the credentials key) redacted.
+    /// secret, the credentials key, the object store's secret key) redacted.
     pub fn redacted_toml(&self) -> String {
         let mut shown = self.clone();
         shown.database_url = Some(redact_url(&self.database_url()));
         let hide = |v: &Option<String>| v.as_ref().map(|_| "***".to_string());
         shown.google_oauth_client_secret = hide(&self.google_oauth_client_secret);
         shown.job_secrets_key = hide(&self.job_secrets_key);
+        shown.storage_s3_secret_access_key = hide(&self.storage_s3_secret_access_key);
         toml::to_string_pretty(&shown).unwrap_or_default()
     }
 }
@@ -417,11 +439,13 @@ mod tests {
         assert!(Config::field_names().contains(&"google_oauth_client_secret".to_string()));
         let c = Config {
             google_oauth_client_secret: Some("GOCSPX-secret".into()),
+            storage_s3_secret_access_key: Some("store-secret-xyz".into()),
             job_secrets_key: Some("ab".repeat(32)),
             ..Config::default()
         };
         let shown = c.redacted_toml();
         assert!(!shown.contains("GOCSPX-secret") && !shown.contains(&"ab".repeat(32)));
+        assert!(!shown.contains("store-secret-xyz"));
         assert!(shown.contains("google_oauth_client_secret = \"***\""));
         let bad = Config {
             google_drive_chunk_bytes: 1000,

@@ -14,6 +14,7 @@ pub mod http;
 pub mod idempotency;
 pub mod jobs;
 pub mod outbound;
+pub mod ownstore;
 pub mod ratelimit;
 pub mod secrets;
 pub mod session;

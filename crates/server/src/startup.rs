@@ -13,7 +13,7 @@ use anyhow::Context;
 use convertrilo_core::Scope;
 use convertrilo_db::Repos;
 use convertrilo_media::{Capabilities, ScratchRoot, Tools};
-use convertrilo_storage::{s3::S3Client, LocalStore, UrlSigner};
+use convertrilo_storage::{s3::S3Client, UrlSigner};
 use rand::{distributions::Alphanumeric, Rng};
 use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
@@ -125,8 +125,6 @@ impl Application {
             .accounts
             .setting_or_insert("jwt_signing_secret", &random_jwt)
             .await?;
-        let store = LocalStore::new(config.objects_dir())
-            .with_context(|| format!("object directory {}", config.objects_dir().display()))?;
         let http_client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(config.download_timeout_secs))
             .read_timeout(Duration::from_secs(config.download_timeout_secs))
@@ -155,6 +153,7 @@ impl Application {
             config.s3_multipart_threshold_bytes,
             config.s3_part_size_bytes,
         );
+        let store = crate::ownstore::build(&config, &s3)?;
         let drive = DriveApi {
             http: http_client.clone(),
             api_base: config.google_drive_api_base.clone(),
@@ -174,7 +173,7 @@ impl Application {
         let state = AppState {
             config: Arc::new(config),
             repos,
-            store: Arc::new(store),
+            store,
             signer: UrlSigner::new(secret.into_bytes(), &public_url),
             tools: Arc::new(tools),
             caps: Arc::new(caps),

@@ -2,7 +2,8 @@
 //! and the HMAC-signed, expiring URLs through which clients upload and download them.
 //! The embedded default is a local directory; writes stream to a temporary file and are
 //! renamed into place, so a reader never sees half an object and memory stays flat.
-//! [`s3`] is a client for S3-compatible stores (customers' buckets today).
+//! [`s3`] is a client for S3-compatible stores (customers' buckets), and [`s3::S3Store`]
+//! keeps the service's own objects in a bucket when so configured.
 
 pub mod local;
 pub mod s3;
@@ -26,6 +27,9 @@ pub enum StorageError {
     TooLarge { limit: u64 },
     #[error("upload stream failed: {0}")]
     Stream(String),
+    /// A remote store (S3) failed; the text names S3's error code, never a signed URL.
+    #[error("object store: {0}")]
+    Remote(String),
     #[error("storage I/O: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -55,6 +59,21 @@ pub trait ObjectStore: Send + Sync {
     /// A local path for the object when the store is a local directory (ffmpeg reads it
     /// in place); `None` for remote stores, which callers download instead.
     fn local_path(&self, key: &str) -> Option<PathBuf>;
+    /// A link through which anyone holding it can GET the object until `ttl` passes, when
+    /// the store serves its own links (S3 presigning); `None` for the local store, whose
+    /// links the API signs and serves. `download_name` names the file for the browser.
+    fn presign_get(
+        &self,
+        _key: &str,
+        _ttl: std::time::Duration,
+        _download_name: Option<&str>,
+    ) -> Option<reqwest::Url> {
+        None
+    }
+    /// The same for a PUT of the object's bytes (uploads then bypass the API).
+    fn presign_put(&self, _key: &str, _ttl: std::time::Duration) -> Option<reqwest::Url> {
+        None
+    }
 }
 
 /// Keys are relative, `/`-separated, of plain characters; never `..` or absolute.

@@ -209,10 +209,19 @@ impl OutputTarget {
     }
 }
 
-/// A freshly signed link to the job's upload slot.
+/// A freshly signed link to the job's upload slot: presigned by the object store when it
+/// serves its own links (S3), else signed here and served by `routes::files`.
 fn upload_link(state: &AppState, job: &Job) -> String {
-    let expires = convertrilo_core::time::now_ms() / 1000 + state.config.upload_url_ttl_secs as i64;
-    state.signer.upload_url(&upload_slot(job.id), expires)
+    let ttl = state.config.upload_url_ttl_secs;
+    let slot = upload_slot(job.id);
+    if let Some(url) = state
+        .store
+        .presign_put(&slot, std::time::Duration::from_secs(ttl))
+    {
+        return url.to_string();
+    }
+    let expires = convertrilo_core::time::now_ms() / 1000 + ttl as i64;
+    state.signer.upload_url(&slot, expires)
 }
 
 /// A signed link to a finished job's output and when it expires (Unix seconds). A job with
@@ -231,9 +240,17 @@ pub fn download_link(state: &AppState, job: &Job) -> Option<(String, i64)> {
         _ => now + state.config.download_url_ttl_secs as i64,
     };
     (expires > now).then(|| {
-        let url = state
-            .signer
-            .download_url(&job.output_key, expires, &job.output_filename);
+        // Same expiry either way: an S3 link is presigned for the seconds left.
+        let ttl = std::time::Duration::from_secs((expires - now) as u64);
+        let url = match state
+            .store
+            .presign_get(&job.output_key, ttl, Some(&job.output_filename))
+        {
+            Some(url) => url.to_string(),
+            None => state
+                .signer
+                .download_url(&job.output_key, expires, &job.output_filename),
+        };
         (url, expires)
     })
 }

@@ -134,11 +134,18 @@ async fn input_location(
         Ingest::Upload if job.input_size.is_none() => Err(AppError::bad_request(
             "the source has not been uploaded yet: PUT the file to the job's upload.url first",
         )),
-        Ingest::Upload => state
-            .store
-            .local_path(&job.input_key)
-            .map(|p| p.to_string_lossy().into_owned())
-            .ok_or_else(|| AppError::internal("object store has no local path")),
+        // A local store's file is read in place; a remote store's through a presigned link.
+        Ingest::Upload => match state.store.local_path(&job.input_key) {
+            Some(p) => Ok(p.to_string_lossy().into_owned()),
+            None => {
+                let ttl = Duration::from_secs(state.config.probe_timeout_secs + 60);
+                state
+                    .store
+                    .presign_get(&job.input_key, ttl, None)
+                    .map(|u| u.to_string())
+                    .ok_or_else(|| AppError::internal("the object store cannot be read"))
+            }
+        },
         Ingest::S3 => {
             let Some(SourceRef::S3(object)) = &job.source_ref else {
                 return Err(AppError::internal("s3 job without its object"));
@@ -221,8 +228,8 @@ pub async fn probe_input(
         }
     };
     // A presigned link is a credential: keep it out of anything shown.
-    let hide = |m: String| match (&location, job.ingest) {
-        (Some(l), Ingest::S3) => m.replace(l.as_str(), "the S3 object"),
+    let hide = |m: String| match &location {
+        Some(l) if l.contains("X-Amz-") => m.replace(l.as_str(), "the S3 object"),
         _ => m,
     };
     result.map_err(|e| match e {
@@ -260,6 +267,8 @@ async fn estimate_with(
     spec: &EncodeSpec,
     secrets: Option<&JobSecrets>,
 ) -> AppResult<EstimateUpdate> {
+    // An upload made straight to an S3 store is found here (probe and approve come here).
+    let job = &crate::ownstore::discover_upload(state, job).await?;
     let (duration, info) = match (&job.media_info, job.duration_sec) {
         (Some(info), Some(d)) => (d, info.clone()),
         _ => {
@@ -322,6 +331,7 @@ pub async fn confirm_update(
 ) -> AppResult<EstimateUpdate> {
     let spec = spec.unwrap_or_else(|| job.spec.clone());
     check_spec(state, &spec)?;
+    let job = &crate::ownstore::discover_upload(state, job).await?;
     if job.ingest == Ingest::Upload && job.input_size.is_none() {
         return Err(AppError::bad_request("the source has not been uploaded yet: PUT the file to the job's upload.url, then confirm"));
     }

@@ -191,15 +191,22 @@ async fn execute(
         .await
         .map_err(|e| Failure::Fatal(e.message))?;
     let input = match job.ingest {
-        Ingest::Upload => state
-            .store
-            .local_path(&job.input_key)
-            .filter(|p| p.is_file())
-            .ok_or_else(|| {
-                Failure::Fatal(
-                    "the uploaded source file is missing; upload it again in a new job".into(),
-                )
-            })?,
+        Ingest::Upload => match state.store.local_path(&job.input_key) {
+            Some(path) if path.is_file() => path,
+            Some(_) => return Err(missing_upload()),
+            // A remote store: ffmpeg reads a local copy (seeking over HTTP would be slow).
+            None => {
+                let dest = dir.path().join("source");
+                tokio::select! {
+                    r = fetch_stored(state, &job.input_key, &dest) => {
+                        let bytes = r?;
+                        tracing::info!(bytes, "source downloaded from the object store");
+                    }
+                    _ = cancel.cancelled() => return Err(Failure::Stopped),
+                }
+                dest
+            }
+        },
         Ingest::Url => {
             let url = job
                 .source_url
@@ -339,4 +346,29 @@ async fn execute(
         duration_sec: report.output_duration_sec,
         cost,
     })
+}
+
+fn missing_upload() -> Failure {
+    Failure::Fatal("the uploaded source file is missing; upload it again in a new job".into())
+}
+
+/// Copies an object of the (remote) object store into `dest`.
+async fn fetch_stored(state: &AppState, key: &str, dest: &std::path::Path) -> Result<u64, Failure> {
+    use futures::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let mut body = match state.store.get_stream(key).await {
+        Ok(body) => body,
+        Err(convertrilo_storage::StorageError::NotFound(_)) => return Err(missing_upload()),
+        Err(e) => return Err(Failure::Retry(e.to_string())),
+    };
+    let io = |e: std::io::Error| Failure::Retry(format!("copying the source: {e}"));
+    let mut file = tokio::fs::File::create(dest).await.map_err(io)?;
+    let mut written = 0u64;
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(io)?;
+        written += chunk.len() as u64;
+        file.write_all(&chunk).await.map_err(io)?;
+    }
+    file.flush().await.map_err(io)?;
+    Ok(written)
 }

@@ -17,6 +17,9 @@ use std::{fmt, path::Path, time::Duration};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 mod multipart;
+mod store;
+
+pub use store::S3Store;
 
 /// How long the URLs of our own requests stay valid: S3 checks expiry when a request
 /// starts, so this only has to cover the time between signing and sending.
