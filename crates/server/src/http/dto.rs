@@ -202,9 +202,18 @@ pub struct StatusResponse {
 
 impl OutputTarget {
     pub fn of(state: &AppState, job: &Job) -> Self {
+        // With an S3 store the object's own address (without a signature); else our route.
+        let in_store = state
+            .store
+            .presign_get(&job.output_key, std::time::Duration::from_secs(60), None)
+            .map(|mut u| {
+                u.set_query(None);
+                u.to_string()
+            });
         Self {
             key: job.output_key.clone(),
-            public_url: format!("{}/files/{}", state.signer.base_url(), job.output_key),
+            public_url: in_store
+                .unwrap_or_else(|| format!("{}/files/{}", state.signer.base_url(), job.output_key)),
         }
     }
 }
