@@ -88,8 +88,6 @@ pub trait JobRepo: Send + Sync {
     /// of the previous upload. Returns the previous object key (to delete), or `None` when
     /// the job is no longer `created` (the new object is then unused).
     async fn mark_uploaded(&self, id: JobId, key: &str, size: u64) -> DbResult<Option<String>>;
-    /// Deletes a job that is still `created` (a creation that could not complete).
-    async fn delete_created(&self, id: JobId) -> DbResult<bool>;
     /// Stores probe results, the (possibly updated) spec and the estimate; only while `created`.
     async fn save_estimate(&self, id: JobId, update: &EstimateUpdate) -> DbResult<bool>;
     /// `created` → `queued` plus a queue row and, when `reserve` is given, the job's

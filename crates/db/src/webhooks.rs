@@ -85,7 +85,6 @@ pub enum AfterAttempt {
 
 #[async_trait]
 pub trait WebhookRepo: Send + Sync {
-    async fn count_webhooks(&self, user: UserId) -> DbResult<i64>;
     /// Creates the webhook unless its owner already has `limit`; false (nothing written) then.
     /// One statement, so simultaneous creations cannot pass the limit together.
     async fn create_webhook(&self, hook: &Webhook, limit: i64) -> DbResult<bool>;

@@ -163,23 +163,6 @@ impl JobRepo for SqliteRepo {
         Ok(Some(previous))
     }
 
-    async fn delete_created(&self, id: JobId) -> DbResult<bool> {
-        let mut tx = self.pool.begin().await?;
-        let r = sqlx::query("DELETE FROM jobs WHERE id = ? AND status = 'created'")
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-        if r.rows_affected() == 1 {
-            // A job that never existed for the client announces nothing.
-            sqlx::query("DELETE FROM webhook_messages WHERE job_id = ?")
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await?;
-        }
-        tx.commit().await?;
-        Ok(r.rows_affected() == 1)
-    }
-
     async fn save_estimate(&self, id: JobId, u: &EstimateUpdate) -> DbResult<bool> {
         let r = sqlx::query(
             "UPDATE jobs SET spec = ?, output_filename = ?, duration_sec = ?, media_info = ?, per_minute = ?, estimate = ?,

@@ -126,15 +126,6 @@ async fn insert_delivery(conn: &mut SqliteConnection, d: &Delivery) -> DbResult<
 
 #[async_trait]
 impl WebhookRepo for SqliteRepo {
-    async fn count_webhooks(&self, user: UserId) -> DbResult<i64> {
-        Ok(
-            sqlx::query_scalar("SELECT COUNT(*) FROM webhooks WHERE user_id = ?")
-                .bind(user.to_string())
-                .fetch_one(&self.pool)
-                .await?,
-        )
-    }
-
     async fn create_webhook(&self, h: &Webhook, limit: i64) -> DbResult<bool> {
         let r = sqlx::query(
             "INSERT INTO webhooks (id, user_id, url, events, secret, is_active, failure_count, created_at, updated_at)

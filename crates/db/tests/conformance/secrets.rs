@@ -83,17 +83,4 @@ async fn secrets_live_exactly_as_long_as_their_job() {
     let given_up = jobs.job(third, None).await.unwrap().unwrap();
     assert_eq!(given_up.status, JobStatus::Failed);
     assert_eq!(jobs.job_secret(third).await.unwrap(), None);
-
-    // A created job that is deleted takes its row along.
-    let mut created = NewJob {
-        job: job(a),
-        reserve: None,
-        secret: Some(b"x".to_vec()),
-    };
-    created.job.status = JobStatus::Created;
-    jobs.insert_jobs(std::slice::from_ref(&created), None)
-        .await
-        .unwrap();
-    assert!(jobs.delete_created(created.job.id).await.unwrap());
-    assert_eq!(jobs.job_secret(created.job.id).await.unwrap(), None);
 }
