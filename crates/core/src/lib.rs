@@ -4,6 +4,7 @@
 //! customers' own storage (S3 buckets, Google Drive) with their secrets kept out of `Debug`.
 //! Every other crate speaks in these types; nothing here knows HTTP, SQL or ffmpeg.
 
+pub mod capability;
 pub mod error_code;
 pub mod external;
 pub mod filename;

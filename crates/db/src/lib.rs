@@ -17,6 +17,7 @@ pub mod model;
 pub mod postgres;
 pub mod sqlite;
 pub mod webhooks;
+pub mod workers;
 
 pub use auth::{AuthRepo, RefreshToken, Rotation};
 pub use idempotency::{IdemBegin, IdemClaim, IdempotencyRepo, IdempotentResponse};
@@ -25,6 +26,10 @@ pub use ledger::{
 };
 pub use model::*;
 pub use webhooks::{AfterAttempt, Delivery, DueMessage, Webhook, WebhookRepo, WebhookUpdate};
+pub use workers::{
+    slot_owner, ClaimFilter, QueueEvent, QueueEvents, Stats, StatsRepo, Unrunnable, WorkerRecord,
+    WorkerRepo, WorkerStatus,
+};
 
 use async_trait::async_trait;
 use convertrilo_core::{JobId, Neu, UserId};
@@ -112,14 +117,15 @@ pub trait JobRepo: Send + Sync {
     /// status it had before and how much was released. Terminal jobs are left alone.
     async fn cancel(&self, id: JobId, owner: UserId) -> DbResult<Option<Canceled>>;
 
-    /// Claims the next queued job (or one whose lease expired) for `worker`, marking it
-    /// `running`. Jobs that have used up `max_attempts` are failed instead of handed out, and
-    /// their reservations released.
+    /// Claims the next queued job (or one whose lease expired) that `can` run for `worker`,
+    /// marking it `running`. Jobs that have used up `max_attempts` are failed instead of
+    /// handed out, and their reservations released.
     async fn claim(
         &self,
         worker: &str,
         lease: Duration,
         max_attempts: i32,
+        can: &ClaimFilter,
     ) -> DbResult<Option<Job>>;
     /// Extends the lease and records progress. `Lost` when the job was canceled or the lease
     /// passed to another worker: the caller must stop working on it.
@@ -134,8 +140,12 @@ pub trait JobRepo: Send + Sync {
     /// on success `min(cost, reserved)` is deducted and the rest released; on failure all of
     /// it is released. False (and no ledger move) when the lease was lost meanwhile.
     async fn finish(&self, id: JobId, worker: &str, outcome: &Outcome) -> DbResult<bool>;
-    /// Gives a held job back to the queue (graceful shutdown, transient failure).
-    async fn release(&self, id: JobId, worker: &str) -> DbResult<()>;
+    /// Gives a held job back to the queue: after a transient failure (the attempt counts), or
+    /// at a graceful shutdown (`refund_attempt`: the job did nothing wrong).
+    async fn release(&self, id: JobId, worker: &str, refund_attempt: bool) -> DbResult<()>;
+    /// Fails a job that waits in the queue under no live lease, releasing its reservation;
+    /// false when it is no longer waiting (claimed, canceled or ended meanwhile).
+    async fn fail_queued(&self, id: JobId, message: &str) -> DbResult<bool>;
     /// How many jobs wait in the queue without a live lease.
     async fn queue_depth(&self) -> DbResult<i64>;
 
@@ -180,12 +190,24 @@ pub struct Repos {
     pub ledger: Arc<dyn LedgerRepo>,
     pub idempotency: Arc<dyn IdempotencyRepo>,
     pub webhooks: Arc<dyn WebhookRepo>,
+    pub workers: Arc<dyn WorkerRepo>,
+    pub stats: Arc<dyn StatsRepo>,
+    pub events: Arc<dyn QueueEvents>,
 }
 
 impl Repos {
     fn over<R>(repo: Arc<R>) -> Self
     where
-        R: AccountRepo + JobRepo + AuthRepo + LedgerRepo + IdempotencyRepo + WebhookRepo + 'static,
+        R: AccountRepo
+            + JobRepo
+            + AuthRepo
+            + LedgerRepo
+            + IdempotencyRepo
+            + WebhookRepo
+            + WorkerRepo
+            + StatsRepo
+            + QueueEvents
+            + 'static,
     {
         Self {
             accounts: repo.clone(),
@@ -193,7 +215,10 @@ impl Repos {
             auth: repo.clone(),
             ledger: repo.clone(),
             idempotency: repo.clone(),
-            webhooks: repo,
+            webhooks: repo.clone(),
+            workers: repo.clone(),
+            stats: repo.clone(),
+            events: repo,
         }
     }
 }

@@ -14,6 +14,8 @@ mod ledger_race;
 mod ledger_trial;
 #[path = "conformance/secrets.rs"]
 mod secrets;
+#[path = "conformance/workers.rs"]
+mod workers;
 
 use convertrilo_core::{
     pricing::Factor, spec::*, time::now_ms, ApiKeyId, JobId, JobStatus, Neu, Scope, UserId,
@@ -312,13 +314,23 @@ async fn job_lifecycle_and_tenant_scope() {
             );
             assert_eq!(repos.jobs.queue_depth().await.unwrap(), 1);
 
-            let claimed = repos.jobs.claim("w1", LEASE, 3).await.unwrap().unwrap();
+            let claimed = repos
+                .jobs
+                .claim("w1", LEASE, 3, &ClaimFilter::any())
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(
                 (claimed.id, claimed.status, claimed.attempts),
                 (j.id, JobStatus::Running, 1)
             );
             assert!(
-                repos.jobs.claim("w2", LEASE, 3).await.unwrap().is_none(),
+                repos
+                    .jobs
+                    .claim("w2", LEASE, 3, &ClaimFilter::any())
+                    .await
+                    .unwrap()
+                    .is_none(),
                 "a leased job is not handed out twice"
             );
             let p = Progress {
@@ -385,7 +397,12 @@ async fn cancel_running_job_makes_the_worker_lose_it() {
             let j = job(a.id);
             repos.jobs.insert_job(&j).await.unwrap();
             repos.jobs.enqueue(j.id, None, 0, None).await.unwrap();
-            repos.jobs.claim("w1", LEASE, 3).await.unwrap().unwrap();
+            repos
+                .jobs
+                .claim("w1", LEASE, 3, &ClaimFilter::any())
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(
                 repos
                     .jobs
@@ -434,7 +451,7 @@ async fn expired_lease_is_claimed_again_until_the_attempt_cap() {
             for attempt in 1..=2 {
                 let c = repos
                     .jobs
-                    .claim(&format!("w{attempt}"), short, 2)
+                    .claim(&format!("w{attempt}"), short, 2, &ClaimFilter::any())
                     .await
                     .unwrap()
                     .unwrap();
@@ -442,7 +459,12 @@ async fn expired_lease_is_claimed_again_until_the_attempt_cap() {
                 tokio::time::sleep(Duration::from_millis(80)).await;
             }
             assert!(
-                repos.jobs.claim("w3", short, 2).await.unwrap().is_none(),
+                repos
+                    .jobs
+                    .claim("w3", short, 2, &ClaimFilter::any())
+                    .await
+                    .unwrap()
+                    .is_none(),
                 "third attempt is refused"
             );
             let f = repos.jobs.job(j.id, None).await.unwrap().unwrap();
@@ -463,19 +485,36 @@ async fn release_requeues_and_priority_orders_claims() {
                 repos.jobs.insert_job(j).await.unwrap();
                 repos.jobs.enqueue(j.id, None, prio, None).await.unwrap();
             }
-            let first = repos.jobs.claim("w", LEASE, 3).await.unwrap().unwrap();
+            let first = repos
+                .jobs
+                .claim("w", LEASE, 3, &ClaimFilter::any())
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(first.id, high.id);
-            repos.jobs.release(high.id, "w").await.unwrap();
+            repos.jobs.release(high.id, "w", false).await.unwrap();
             assert_eq!(
                 repos.jobs.job(high.id, None).await.unwrap().unwrap().status,
                 JobStatus::Queued
             );
             assert_eq!(
-                repos.jobs.claim("w", LEASE, 3).await.unwrap().unwrap().id,
+                repos
+                    .jobs
+                    .claim("w", LEASE, 3, &ClaimFilter::any())
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .id,
                 high.id
             );
             assert_eq!(
-                repos.jobs.claim("w", LEASE, 3).await.unwrap().unwrap().id,
+                repos
+                    .jobs
+                    .claim("w", LEASE, 3, &ClaimFilter::any())
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .id,
                 low.id
             );
         })
@@ -498,7 +537,11 @@ async fn concurrent_claimers_never_share_a_job() {
                 let jobs = repos.jobs.clone();
                 tasks.push(tokio::spawn(async move {
                     let mut got = Vec::new();
-                    while let Some(j) = jobs.claim(&format!("w{w}"), LEASE, 3).await.unwrap() {
+                    while let Some(j) = jobs
+                        .claim(&format!("w{w}"), LEASE, 3, &ClaimFilter::any())
+                        .await
+                        .unwrap()
+                    {
                         got.push(j.id);
                     }
                     got

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
+use convertrilo_core::capability::{gpu_token, WorkerCaps};
 use convertrilo_core::spec::{Codec, Policy};
+use convertrilo_core::WireEnum;
 
 use crate::error::MediaError;
 use crate::plan::VideoEncoder;
@@ -60,6 +62,27 @@ impl Capabilities {
         };
         tracing::debug!(summary = %caps.summary(), "media capabilities detected");
         Ok(caps)
+    }
+
+    /// What a worker process with `slots` concurrent jobs advertises in the worker registry.
+    pub fn worker_caps(&self, slots: u32) -> WorkerCaps {
+        let names = |v: &[VideoEncoder]| v.iter().map(|e| e.ffmpeg_name().to_string()).collect();
+        let mut tokens: Vec<String> = Vec::new();
+        for e in self.cpu_encoders.iter().chain(&self.gpu_encoders) {
+            let codec = e.codec().as_str().to_string();
+            if !tokens.contains(&codec) {
+                tokens.push(codec);
+            }
+        }
+        tokens.extend(self.gpu_encoders.iter().map(|e| gpu_token(e.codec())));
+        WorkerCaps {
+            encoders: names(&self.cpu_encoders),
+            gpu_encoders: names(&self.gpu_encoders),
+            libvmaf: self.libvmaf,
+            slots,
+            ffmpeg: self.ffmpeg_version.clone(),
+            tokens,
+        }
     }
 
     /// One line for start-up logs.

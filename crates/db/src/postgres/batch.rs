@@ -8,8 +8,9 @@ use super::{
     ledger::Book,
     rows, secrets,
     webhooks::emit,
+    PgRepo,
 };
-use crate::{model::*, DbError, DbResult, IdempotentResponse};
+use crate::{model::*, DbError, DbResult, IdempotentResponse, QueueEvent};
 use convertrilo_core::{time::now_ms, JobId, JobStatus, Neu, UserId};
 use sqlx::PgPool;
 
@@ -27,13 +28,13 @@ fn single_owner<'a>(mut owners: impl Iterator<Item = UserId> + 'a) -> DbResult<O
 }
 
 pub(super) async fn insert_jobs(
-    pool: &PgPool,
+    repo: &PgRepo,
     batch: &[NewJob],
     idem: Option<&IdempotentResponse>,
 ) -> DbResult<Inserted> {
     let owner = single_owner(batch.iter().map(|n| n.job.user_id))?;
     let now = now_ms();
-    let mut tx = pool.begin().await?;
+    let mut tx = repo.pool.begin().await?;
     // Saving the response locks the key's row, so a retry that takes the key over waits for
     // this transaction (or wins, and then nothing here is written).
     if let Some(r) = idem {
@@ -70,7 +71,7 @@ pub(super) async fn insert_jobs(
         if n.job.status == JobStatus::Queued {
             emit(&mut tx, &owner, &id, "job.queued", JobStatus::Queued, now).await?;
             // One time for the whole batch: within it, insertion (`seq`) order decides.
-            push(&mut tx, n.job.id, n.job.priority, now).await?;
+            push(&mut tx, &n.job, now).await?;
         }
         if let (Some(book), Some(amount)) = (book.as_mut(), n.reserve) {
             if let crate::Reservation::Insufficient { .. } =
@@ -82,13 +83,16 @@ pub(super) async fn insert_jobs(
             }
         }
     }
+    if batch.iter().any(|n| n.job.status == JobStatus::Queued) {
+        repo.notify(&mut tx, &QueueEvent::Queued).await?;
+    }
     tx.commit().await?;
     Ok(Inserted::Done)
 }
 
-pub(super) async fn enqueue_many(pool: &PgPool, items: &[EnqueueItem]) -> DbResult<BatchEnqueued> {
+pub(super) async fn enqueue_many(repo: &PgRepo, items: &[EnqueueItem]) -> DbResult<BatchEnqueued> {
     let now = now_ms();
-    let mut tx = pool.begin().await?;
+    let mut tx = repo.pool.begin().await?;
     // Lock the jobs still created in one statement, in id order: two batches that share jobs
     // then lock them in the same order and cannot deadlock. A job that is no longer created
     // is left alone (it may have a queue row, which is locked before its job elsewhere).
@@ -129,7 +133,7 @@ pub(super) async fn enqueue_many(pool: &PgPool, items: &[EnqueueItem]) -> DbResu
             total += item.reserve.map_or(0, Neu::millis);
             let (user, id) = (job.user_id.to_string(), job.id.to_string());
             emit(&mut tx, &user, &id, "job.queued", JobStatus::Queued, now).await?;
-            push(&mut tx, job.id, job.priority, now).await?;
+            push(&mut tx, job, now).await?;
         }
         queued.push(job);
     }
@@ -147,6 +151,9 @@ pub(super) async fn enqueue_many(pool: &PgPool, items: &[EnqueueItem]) -> DbResu
                 book.reserve(&mut tx, item.id, amount).await?;
             }
         }
+    }
+    if owner.is_some() {
+        repo.notify(&mut tx, &QueueEvent::Queued).await?;
     }
     tx.commit().await?;
     Ok(BatchEnqueued::Done(queued))

@@ -13,10 +13,12 @@ use super::{
     webhooks::{emit, emit_for_job},
     PgRepo,
 };
-use crate::{model::*, DbResult, IdempotentResponse, JobRepo, Reservation};
+use crate::{
+    model::*, ClaimFilter, DbResult, IdempotentResponse, JobRepo, QueueEvent, Reservation,
+};
 use async_trait::async_trait;
 use convertrilo_core::{
-    external::Destination, time::now_ms, JobId, JobStatus, Neu, UserId, WireEnum,
+    capability::Needs, external::Destination, time::now_ms, JobId, JobStatus, Neu, UserId, WireEnum,
 };
 use sqlx::{PgConnection, Row};
 use std::time::Duration;
@@ -80,20 +82,52 @@ pub(super) async fn insert_row(conn: &mut PgConnection, j: &Job) -> DbResult<()>
     Ok(())
 }
 
-/// Adds a queue row for a job this transaction has just queued.
-pub(super) async fn push(
-    conn: &mut PgConnection,
-    id: JobId,
-    priority: i32,
-    now: i64,
-) -> DbResult<()> {
-    sqlx::query("INSERT INTO queue (job_id, priority, enqueued_at) VALUES ($1, $2, $3)")
-        .bind(id.to_string())
-        .bind(priority)
-        .bind(now)
+/// Adds a queue row for `job`, with what it needs from its worker; the caller owns the
+/// transaction (and has made the job `queued`).
+pub(super) async fn push(conn: &mut PgConnection, job: &Job, now: i64) -> DbResult<()> {
+    let needs = Needs::of(&job.spec);
+    sqlx::query(
+        "INSERT INTO queue (job_id, priority, enqueued_at, need_encoder, need_vmaf)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(job.id.to_string())
+    .bind(job.priority)
+    .bind(now)
+    .bind(needs.encoder)
+    .bind(needs.vmaf)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Fails a job that will not run (too many attempts, or no worker can run it): its queue
+/// row, reservation and credentials go in the caller's transaction, which holds the queue row
+/// already. False when the job had already ended.
+async fn give_up(conn: &mut PgConnection, job_id: &str, msg: &str, now: i64) -> DbResult<bool> {
+    sqlx::query("DELETE FROM queue WHERE job_id = $1")
+        .bind(job_id)
         .execute(&mut *conn)
         .await?;
-    Ok(())
+    let failed = sqlx::query(
+        "UPDATE jobs SET status = 'failed', failure_message = $1, finished_at = $2, updated_at = $2
+         WHERE id = $3 AND status IN ('queued', 'running') RETURNING user_id",
+    )
+    .bind(msg)
+    .bind(now)
+    .bind(job_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(failed) = &failed {
+        let owner = rows::parse_id(failed.try_get::<&str, _>("user_id")?)?;
+        let mut book = Book::open(&mut *conn, owner, now).await?;
+        book.release(&mut *conn, rows::parse_id(job_id)?, None)
+            .await?;
+        callbacks::queue(&mut *conn, job_id, JobStatus::Failed, now).await?;
+        emit_for_job(&mut *conn, job_id, "job.failed", JobStatus::Failed, now).await?;
+    }
+    // The job will not run again: its credentials go with this transition.
+    secrets::delete(&mut *conn, job_id).await?;
+    Ok(failed.is_some())
 }
 
 #[async_trait]
@@ -131,7 +165,11 @@ impl JobRepo for PgRepo {
         batch: &[NewJob],
         idem: Option<&IdempotentResponse>,
     ) -> DbResult<Inserted> {
-        batch::insert_jobs(&self.pool, batch, idem).await
+        let inserted = batch::insert_jobs(self, batch, idem).await?;
+        if inserted == Inserted::Done && batch.iter().any(|n| n.job.status == JobStatus::Queued) {
+            self.announce(QueueEvent::Queued);
+        }
+        Ok(inserted)
     }
 
     async fn jobs_by_ids(&self, ids: &[JobId], owner: UserId) -> DbResult<Vec<Job>> {
@@ -139,7 +177,11 @@ impl JobRepo for PgRepo {
     }
 
     async fn enqueue_many(&self, items: &[EnqueueItem]) -> DbResult<BatchEnqueued> {
-        batch::enqueue_many(&self.pool, items).await
+        let enqueued = batch::enqueue_many(self, items).await?;
+        if matches!(&enqueued, BatchEnqueued::Done(jobs) if jobs.iter().any(Option::is_some)) {
+            self.announce(QueueEvent::Queued);
+        }
+        Ok(enqueued)
     }
 
     async fn job(&self, id: JobId, owner: Option<UserId>) -> DbResult<Option<Job>> {
@@ -259,13 +301,23 @@ impl JobRepo for PgRepo {
             .execute(&mut *tx)
             .await?;
         }
-        push(&mut tx, id, priority, now).await?;
         let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
             .bind(id.to_string())
             .fetch_one(&mut *tx)
             .await?;
         let job = rows::job(&row)?;
+        push(
+            &mut tx,
+            &Job {
+                priority,
+                ..job.clone()
+            },
+            now,
+        )
+        .await?;
+        self.notify(&mut tx, &QueueEvent::Queued).await?;
         tx.commit().await?;
+        self.announce(QueueEvent::Queued);
         Ok(Enqueued::Queued(job))
     }
 
@@ -313,6 +365,7 @@ impl JobRepo for PgRepo {
             secrets::delete(&mut tx, &id.to_string()).await?;
             let (o, j) = (owner.to_string(), id.to_string());
             emit(&mut tx, &o, &j, "job.canceled", JobStatus::Canceled, now).await?;
+            self.notify(&mut tx, &QueueEvent::Canceled(id)).await?;
             // The queue row, if any, tells whether it was waiting or running.
             let q = sqlx::query(
                 "DELETE FROM queue WHERE job_id = $1 RETURNING lease_owner, lease_until",
@@ -335,6 +388,9 @@ impl JobRepo for PgRepo {
             JobStatus::parse(s).unwrap_or(JobStatus::Failed)
         };
         tx.commit().await?;
+        if canceled.is_some() {
+            self.announce(QueueEvent::Canceled(id));
+        }
         Ok(Some(Canceled {
             previous: status,
             released,
@@ -346,6 +402,7 @@ impl JobRepo for PgRepo {
         worker: &str,
         lease: Duration,
         max_attempts: i32,
+        can: &ClaimFilter,
     ) -> DbResult<Option<Job>> {
         loop {
             let now = now_ms();
@@ -353,11 +410,14 @@ impl JobRepo for PgRepo {
             // One statement picks and leases the row. SKIP LOCKED passes over rows another
             // claimer is taking (so two never get the same job, nor wait for each other) and
             // over jobs being canceled or finished; `seq` orders rows queued at the same
-            // millisecond, as SQLite's rowid does.
+            // millisecond, as SQLite's rowid does. Only jobs the worker can run: `$4` lists its
+            // tokens as ',h264,gpu:h264,' (empty: any job).
             let claimed = sqlx::query(
                 "WITH next AS (
                    SELECT q.job_id FROM queue q JOIN jobs j ON j.id = q.job_id
-                   WHERE q.lease_until IS NULL OR q.lease_until < $3
+                   WHERE (q.lease_until IS NULL OR q.lease_until < $3)
+                     AND ($4 = '' OR q.need_encoder = '' OR strpos($4, ',' || q.need_encoder || ',') > 0)
+                     AND (NOT q.need_vmaf OR $5)
                    ORDER BY q.priority DESC, q.enqueued_at, q.seq LIMIT 1
                    FOR NO KEY UPDATE OF q, j SKIP LOCKED)
                  UPDATE queue q SET lease_owner = $1, lease_until = $2, attempts = q.attempts + 1
@@ -367,6 +427,8 @@ impl JobRepo for PgRepo {
             .bind(worker)
             .bind(now + ms(lease))
             .bind(now)
+            .bind(&can.tokens)
+            .bind(can.vmaf)
             .fetch_optional(&mut *tx)
             .await?;
             let Some(claimed) = claimed else {
@@ -379,29 +441,7 @@ impl JobRepo for PgRepo {
                     "the job was interrupted {} times (its worker stopped mid-encode each time) and was given up; create it again",
                     attempts - 1
                 );
-                sqlx::query("DELETE FROM queue WHERE job_id = $1")
-                    .bind(&job_id)
-                    .execute(&mut *tx)
-                    .await?;
-                let failed = sqlx::query(
-                    "UPDATE jobs SET status = 'failed', failure_message = $1, finished_at = $2, updated_at = $2
-                     WHERE id = $3 AND status IN ('queued', 'running') RETURNING user_id",
-                )
-                .bind(msg)
-                .bind(now)
-                .bind(&job_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(failed) = failed {
-                    let owner = rows::parse_id(failed.try_get::<&str, _>("user_id")?)?;
-                    let mut book = Book::open(&mut tx, owner, now).await?;
-                    book.release(&mut tx, rows::parse_id(&job_id)?, None)
-                        .await?;
-                    callbacks::queue(&mut tx, &job_id, JobStatus::Failed, now).await?;
-                    emit_for_job(&mut tx, &job_id, "job.failed", JobStatus::Failed, now).await?;
-                }
-                // The job will not run again: its credentials go with this transition.
-                secrets::delete(&mut tx, &job_id).await?;
+                give_up(&mut tx, &job_id, &msg, now).await?;
                 tx.commit().await?;
                 continue;
             }
@@ -532,12 +572,15 @@ impl JobRepo for PgRepo {
         Ok(finished.is_some())
     }
 
-    async fn release(&self, id: JobId, worker: &str) -> DbResult<()> {
+    async fn release(&self, id: JobId, worker: &str, refund_attempt: bool) -> DbResult<()> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let held = sqlx::query(
-            "UPDATE queue SET lease_owner = NULL, lease_until = NULL WHERE job_id = $1 AND lease_owner = $2",
+            "UPDATE queue SET lease_owner = NULL, lease_until = NULL,
+               attempts = attempts - CASE WHEN $1 THEN 1 ELSE 0 END
+             WHERE job_id = $2 AND lease_owner = $3",
         )
+        .bind(refund_attempt)
         .bind(id.to_string())
         .bind(worker)
         .execute(&mut *tx)
@@ -560,9 +603,34 @@ impl JobRepo for PgRepo {
                 )
                 .await?;
             }
+            self.notify(&mut tx, &QueueEvent::Queued).await?;
         }
         tx.commit().await?;
+        if held.rows_affected() == 1 {
+            self.announce(QueueEvent::Queued);
+        }
         Ok(())
+    }
+
+    async fn fail_queued(&self, id: JobId, message: &str) -> DbResult<bool> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        // Locks the queue row while it waits under no live lease: a claim that took it first
+        // has leased it (the re-check then finds nothing), and a later claim skips it.
+        let waiting: Option<String> = sqlx::query_scalar(
+            "SELECT job_id FROM queue
+             WHERE job_id = $1 AND (lease_until IS NULL OR lease_until < $2) FOR UPDATE",
+        )
+        .bind(id.to_string())
+        .bind(now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if waiting.is_none() {
+            return Ok(false);
+        }
+        let failed = give_up(&mut tx, &id.to_string(), message, now).await?;
+        tx.commit().await?;
+        Ok(failed)
     }
 
     async fn purgeable(&self, now: i64, limit: i64) -> DbResult<Vec<Purge>> {

@@ -3,7 +3,11 @@
 //! cannot be paid for leaves no trace.
 
 use super::{
-    idempotency, jobs::insert_row, jobs::json, ledger::Book, rows, secrets, webhooks::emit,
+    idempotency,
+    jobs::{insert_row, json, push},
+    ledger::Book,
+    rows, secrets,
+    webhooks::emit,
 };
 use crate::{model::*, DbError, DbResult, IdempotentResponse};
 use convertrilo_core::{time::now_ms, JobId, JobStatus, Neu, UserId};
@@ -64,13 +68,8 @@ pub(super) async fn insert_jobs(
         emit(&mut tx, &owner, &id, "job.created", JobStatus::Created, now).await?;
         if n.job.status == JobStatus::Queued {
             emit(&mut tx, &owner, &id, "job.queued", JobStatus::Queued, now).await?;
-            sqlx::query("INSERT INTO queue (job_id, priority, enqueued_at) VALUES (?, ?, ?)")
-                .bind(n.job.id.to_string())
-                .bind(n.job.priority)
-                // One time for the whole batch: within it, insertion (index) order decides.
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            // One time for the whole batch: within it, insertion (index) order decides.
+            push(&mut tx, &n.job, now).await?;
         }
         if let (Some(book), Some(amount)) = (book.as_mut(), n.reserve) {
             if let crate::Reservation::Insufficient { .. } =
@@ -124,12 +123,7 @@ pub(super) async fn enqueue_many(
             total += item.reserve.map_or(0, Neu::millis);
             let (user, id) = (job.user_id.to_string(), job.id.to_string());
             emit(&mut tx, &user, &id, "job.queued", JobStatus::Queued, now).await?;
-            sqlx::query("INSERT INTO queue (job_id, priority, enqueued_at) VALUES (?, ?, ?)")
-                .bind(job.id.to_string())
-                .bind(job.priority)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
+            push(&mut tx, job, now).await?;
         }
         queued.push(job);
     }

@@ -11,10 +11,12 @@ use super::{
     webhooks::{emit, emit_for_job},
     SqliteRepo,
 };
-use crate::{model::*, DbResult, IdempotentResponse, JobRepo, Reservation};
+use crate::{
+    model::*, ClaimFilter, DbResult, IdempotentResponse, JobRepo, QueueEvent, Reservation,
+};
 use async_trait::async_trait;
 use convertrilo_core::{
-    external::Destination, time::now_ms, JobId, JobStatus, Neu, UserId, WireEnum,
+    capability::Needs, external::Destination, time::now_ms, JobId, JobStatus, Neu, UserId, WireEnum,
 };
 use sqlx::{Row, SqliteConnection};
 use std::time::Duration;
@@ -77,6 +79,54 @@ pub(super) async fn insert_row(conn: &mut SqliteConnection, j: &Job) -> DbResult
     Ok(())
 }
 
+/// Adds a queue row for `job`, with what it needs from its worker; the caller owns the
+/// transaction (and has made the job `queued`).
+pub(super) async fn push(conn: &mut SqliteConnection, job: &Job, now: i64) -> DbResult<()> {
+    let needs = Needs::of(&job.spec);
+    sqlx::query(
+        "INSERT INTO queue (job_id, priority, enqueued_at, need_encoder, need_vmaf) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(job.id.to_string())
+    .bind(job.priority)
+    .bind(now)
+    .bind(needs.encoder)
+    .bind(needs.vmaf)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Fails a job that will not run (too many attempts, or no worker can run it): its queue
+/// row, reservation and credentials go in the caller's transaction. False when the job had
+/// already ended.
+async fn give_up(conn: &mut SqliteConnection, job_id: &str, msg: &str, now: i64) -> DbResult<bool> {
+    sqlx::query("DELETE FROM queue WHERE job_id = ?")
+        .bind(job_id)
+        .execute(&mut *conn)
+        .await?;
+    let failed = sqlx::query(
+        "UPDATE jobs SET status = 'failed', failure_message = ?, finished_at = ?, updated_at = ?
+         WHERE id = ? AND status IN ('queued', 'running') RETURNING user_id",
+    )
+    .bind(msg)
+    .bind(now)
+    .bind(now)
+    .bind(job_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(failed) = &failed {
+        let owner = rows::parse_id(failed.try_get::<&str, _>("user_id")?)?;
+        let mut book = Book::open(&mut *conn, owner, now).await?;
+        book.release(&mut *conn, rows::parse_id(job_id)?, None)
+            .await?;
+        callbacks::queue(&mut *conn, job_id, JobStatus::Failed, now).await?;
+        emit_for_job(&mut *conn, job_id, "job.failed", JobStatus::Failed, now).await?;
+    }
+    // The job will not run again: its credentials go with this transition.
+    secrets::delete(&mut *conn, job_id).await?;
+    Ok(failed.is_some())
+}
+
 #[async_trait]
 impl JobRepo for SqliteRepo {
     async fn insert_job(&self, j: &Job) -> DbResult<()> {
@@ -112,7 +162,11 @@ impl JobRepo for SqliteRepo {
         batch: &[NewJob],
         idem: Option<&IdempotentResponse>,
     ) -> DbResult<Inserted> {
-        batch::insert_jobs(&self.pool, batch, idem).await
+        let inserted = batch::insert_jobs(&self.pool, batch, idem).await?;
+        if inserted == Inserted::Done && batch.iter().any(|n| n.job.status == JobStatus::Queued) {
+            self.announce(QueueEvent::Queued);
+        }
+        Ok(inserted)
     }
 
     async fn jobs_by_ids(&self, ids: &[JobId], owner: UserId) -> DbResult<Vec<Job>> {
@@ -120,7 +174,11 @@ impl JobRepo for SqliteRepo {
     }
 
     async fn enqueue_many(&self, items: &[EnqueueItem]) -> DbResult<BatchEnqueued> {
-        batch::enqueue_many(&self.pool, items).await
+        let enqueued = batch::enqueue_many(&self.pool, items).await?;
+        if matches!(&enqueued, BatchEnqueued::Done(jobs) if jobs.iter().any(Option::is_some)) {
+            self.announce(QueueEvent::Queued);
+        }
+        Ok(enqueued)
     }
 
     async fn job(&self, id: JobId, owner: Option<UserId>) -> DbResult<Option<Job>> {
@@ -240,18 +298,22 @@ impl JobRepo for SqliteRepo {
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::query("INSERT INTO queue (job_id, priority, enqueued_at) VALUES (?, ?, ?)")
-            .bind(id.to_string())
-            .bind(priority)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
         let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
             .bind(id.to_string())
             .fetch_one(&mut *tx)
             .await?;
         let job = rows::job(&row)?;
+        push(
+            &mut tx,
+            &Job {
+                priority,
+                ..job.clone()
+            },
+            now,
+        )
+        .await?;
         tx.commit().await?;
+        self.announce(QueueEvent::Queued);
         Ok(Enqueued::Queued(job))
     }
 
@@ -311,6 +373,9 @@ impl JobRepo for SqliteRepo {
             JobStatus::parse(s).unwrap_or(JobStatus::Failed)
         };
         tx.commit().await?;
+        if canceled.is_some() {
+            self.announce(QueueEvent::Canceled(id));
+        }
         Ok(Some(Canceled {
             previous: status,
             released,
@@ -322,6 +387,7 @@ impl JobRepo for SqliteRepo {
         worker: &str,
         lease: Duration,
         max_attempts: i32,
+        can: &ClaimFilter,
     ) -> DbResult<Option<Job>> {
         loop {
             let now = now_ms();
@@ -330,13 +396,18 @@ impl JobRepo for SqliteRepo {
             let claimed = sqlx::query(
                 "UPDATE queue SET lease_owner = ?, lease_until = ?, attempts = attempts + 1
                  WHERE job_id = (
-                   SELECT job_id FROM queue WHERE lease_until IS NULL OR lease_until < ?
+                   SELECT job_id FROM queue WHERE (lease_until IS NULL OR lease_until < ?)
+                     AND (? = '' OR need_encoder = '' OR instr(?, ',' || need_encoder || ',') > 0)
+                     AND (need_vmaf = 0 OR ?)
                    ORDER BY priority DESC, enqueued_at, rowid LIMIT 1)
                  RETURNING job_id, attempts",
             )
             .bind(worker)
             .bind(now + ms(lease))
             .bind(now)
+            .bind(&can.tokens)
+            .bind(&can.tokens)
+            .bind(can.vmaf)
             .fetch_optional(&mut *tx)
             .await?;
             let Some(claimed) = claimed else {
@@ -349,30 +420,7 @@ impl JobRepo for SqliteRepo {
                     "the job was interrupted {} times (its worker stopped mid-encode each time) and was given up; create it again",
                     attempts - 1
                 );
-                sqlx::query("DELETE FROM queue WHERE job_id = ?")
-                    .bind(&job_id)
-                    .execute(&mut *tx)
-                    .await?;
-                let failed = sqlx::query(
-                    "UPDATE jobs SET status = 'failed', failure_message = ?, finished_at = ?, updated_at = ?
-                     WHERE id = ? AND status IN ('queued', 'running') RETURNING user_id",
-                )
-                .bind(msg)
-                .bind(now)
-                .bind(now)
-                .bind(&job_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if let Some(failed) = failed {
-                    let owner = rows::parse_id(failed.try_get::<&str, _>("user_id")?)?;
-                    let mut book = Book::open(&mut tx, owner, now).await?;
-                    book.release(&mut tx, rows::parse_id(&job_id)?, None)
-                        .await?;
-                    callbacks::queue(&mut tx, &job_id, JobStatus::Failed, now).await?;
-                    emit_for_job(&mut tx, &job_id, "job.failed", JobStatus::Failed, now).await?;
-                }
-                // The job will not run again: its credentials go with this transition.
-                secrets::delete(&mut tx, &job_id).await?;
+                give_up(&mut tx, &job_id, &msg, now).await?;
                 tx.commit().await?;
                 continue;
             }
@@ -505,14 +553,19 @@ impl JobRepo for SqliteRepo {
         Ok(finished.is_some())
     }
 
-    async fn release(&self, id: JobId, worker: &str) -> DbResult<()> {
+    async fn release(&self, id: JobId, worker: &str, refund_attempt: bool) -> DbResult<()> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
-        let held = sqlx::query("UPDATE queue SET lease_owner = NULL, lease_until = NULL WHERE job_id = ? AND lease_owner = ?")
-            .bind(id.to_string())
-            .bind(worker)
-            .execute(&mut *tx)
-            .await?;
+        let held = sqlx::query(
+            "UPDATE queue SET lease_owner = NULL, lease_until = NULL,
+               attempts = attempts - CASE WHEN ? THEN 1 ELSE 0 END
+             WHERE job_id = ? AND lease_owner = ?",
+        )
+        .bind(refund_attempt)
+        .bind(id.to_string())
+        .bind(worker)
+        .execute(&mut *tx)
+        .await?;
         if held.rows_affected() == 1 {
             let back = sqlx::query("UPDATE jobs SET status = 'queued', pct = NULL, updated_at = ? WHERE id = ? AND status = 'running'")
                 .bind(now)
@@ -531,7 +584,28 @@ impl JobRepo for SqliteRepo {
             }
         }
         tx.commit().await?;
+        self.announce(QueueEvent::Queued);
         Ok(())
+    }
+
+    async fn fail_queued(&self, id: JobId, message: &str) -> DbResult<bool> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        // Writing first takes the lock, so a claim cannot slip in between check and failure.
+        let waiting = sqlx::query(
+            "UPDATE queue SET lease_until = lease_until
+             WHERE job_id = ? AND (lease_until IS NULL OR lease_until < ?)",
+        )
+        .bind(id.to_string())
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if waiting.rows_affected() == 0 {
+            return Ok(false);
+        }
+        let failed = give_up(&mut tx, &id.to_string(), message, now).await?;
+        tx.commit().await?;
+        Ok(failed)
     }
 
     async fn purgeable(&self, now: i64, limit: i64) -> DbResult<Vec<Purge>> {

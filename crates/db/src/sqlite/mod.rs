@@ -11,15 +11,20 @@ mod ledger;
 mod rows;
 mod secrets;
 mod webhooks;
+mod workers;
 
-use crate::DbResult;
+use crate::{DbResult, QueueEvent};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use std::{str::FromStr, time::Duration};
+use tokio::sync::broadcast;
 
 pub struct SqliteRepo {
     pool: SqlitePool,
+    /// Queue events reach this process's listeners only: other processes on the same file
+    /// find out by polling (SQLite has no cross-process notification).
+    events: broadcast::Sender<QueueEvent>,
 }
 
 impl SqliteRepo {
@@ -37,10 +42,21 @@ impl SqliteRepo {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            events: broadcast::channel(1024).0,
+        })
     }
 }
 
 fn ms(d: Duration) -> i64 {
     d.as_millis() as i64
+}
+
+impl SqliteRepo {
+    /// Tells this process's listeners; called after the change is committed.
+    fn announce(&self, event: QueueEvent) {
+        // No receiver is fine: nobody is waiting.
+        let _ = self.events.send(event);
+    }
 }

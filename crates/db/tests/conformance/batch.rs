@@ -310,7 +310,12 @@ async fn callbacks_are_queued_with_the_end_of_the_job_and_leased() {
                 .is_empty());
             repos.jobs.cancel(canceled.id, a).await.unwrap();
             for _ in 0..2 {
-                let c = repos.jobs.claim("w", LEASE, 3).await.unwrap().unwrap();
+                let c = repos
+                    .jobs
+                    .claim("w", LEASE, 3, &ClaimFilter::any())
+                    .await
+                    .unwrap()
+                    .unwrap();
                 repos
                     .jobs
                     .finish(
@@ -398,7 +403,12 @@ async fn ended_jobs_give_up_their_sources_and_expired_outputs() {
                 .insert_jobs(&[done.clone(), waiting.clone()], None)
                 .await
                 .unwrap();
-            let c = repos.jobs.claim("w", LEASE, 3).await.unwrap().unwrap();
+            let c = repos
+                .jobs
+                .claim("w", LEASE, 3, &ClaimFilter::any())
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(c.id, done.job.id);
             repos
                 .jobs

@@ -309,7 +309,12 @@ async fn success_deducts_the_cost_and_releases_the_rest() {
             let a = account(&repos, "a@x.io", 10, None).await;
             let j = new_job(&repos, a).await;
             enqueue(&repos, j, whole(5)).await;
-            repos.jobs.claim("w1", LEASE, 3).await.unwrap().unwrap();
+            repos
+                .jobs
+                .claim("w1", LEASE, 3, &ClaimFilter::any())
+                .await
+                .unwrap()
+                .unwrap();
             // A finish by a worker that lost the lease moves nothing.
             assert!(!repos
                 .jobs
@@ -332,7 +337,12 @@ async fn success_deducts_the_cost_and_releases_the_rest() {
             // A cost above the reservation is capped at it.
             let k = new_job(&repos, a).await;
             enqueue(&repos, k, whole(2)).await;
-            repos.jobs.claim("w1", LEASE, 3).await.unwrap().unwrap();
+            repos
+                .jobs
+                .claim("w1", LEASE, 3, &ClaimFilter::any())
+                .await
+                .unwrap()
+                .unwrap();
             assert!(repos
                 .jobs
                 .finish(k, "w1", &success(whole(5)))
@@ -354,7 +364,12 @@ async fn failure_cancel_and_give_up_release_everything() {
             // Failed.
             let j = new_job(&repos, a).await;
             enqueue(&repos, j, whole(3)).await;
-            repos.jobs.claim("w", LEASE, 3).await.unwrap().unwrap();
+            repos
+                .jobs
+                .claim("w", LEASE, 3, &ClaimFilter::any())
+                .await
+                .unwrap()
+                .unwrap();
             assert!(repos.jobs.finish(j, "w", &failed()).await.unwrap());
             assert_eq!(check(&repos, a).await.available, whole(20));
 
@@ -373,11 +388,21 @@ async fn failure_cancel_and_give_up_release_everything() {
             assert_eq!(check(&repos, a).await.available, whole(20));
             let running = new_job(&repos, a).await;
             enqueue(&repos, running, whole(3)).await;
-            repos.jobs.claim("w", LEASE, 3).await.unwrap().unwrap();
+            repos
+                .jobs
+                .claim("w", LEASE, 3, &ClaimFilter::any())
+                .await
+                .unwrap()
+                .unwrap();
             // Handing a job back keeps its reservation.
-            repos.jobs.release(running, "w").await.unwrap();
+            repos.jobs.release(running, "w", false).await.unwrap();
             assert_eq!(check(&repos, a).await.reserved, whole(3));
-            repos.jobs.claim("w", LEASE, 3).await.unwrap().unwrap();
+            repos
+                .jobs
+                .claim("w", LEASE, 3, &ClaimFilter::any())
+                .await
+                .unwrap()
+                .unwrap();
             assert_eq!(
                 repos
                     .jobs
@@ -428,9 +453,19 @@ async fn failure_cancel_and_give_up_release_everything() {
             let poison = new_job(&repos, a).await;
             enqueue(&repos, poison, whole(3)).await;
             let short = Duration::from_millis(30);
-            repos.jobs.claim("w1", short, 1).await.unwrap().unwrap();
+            repos
+                .jobs
+                .claim("w1", short, 1, &ClaimFilter::any())
+                .await
+                .unwrap()
+                .unwrap();
             tokio::time::sleep(Duration::from_millis(50)).await;
-            assert!(repos.jobs.claim("w2", short, 1).await.unwrap().is_none());
+            assert!(repos
+                .jobs
+                .claim("w2", short, 1, &ClaimFilter::any())
+                .await
+                .unwrap()
+                .is_none());
             let p = repos.jobs.job(poison, None).await.unwrap().unwrap();
             assert_eq!(p.status, JobStatus::Failed);
             assert_eq!(check(&repos, a).await.available, whole(20));

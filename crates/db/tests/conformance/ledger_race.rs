@@ -113,7 +113,12 @@ async fn concurrent_moves_never_overdraw_and_settle_each_job_once() {
                         return;
                     }
                     // Claim whatever is next (not necessarily this task's job) and finish it.
-                    let Some(claimed) = repos.jobs.claim(&worker, LEASE, 3).await.unwrap() else {
+                    let Some(claimed) = repos
+                        .jobs
+                        .claim(&worker, LEASE, 3, &ClaimFilter::any())
+                        .await
+                        .unwrap()
+                    else {
                         return;
                     };
                     rng.pause(10).await;
@@ -140,7 +145,12 @@ async fn concurrent_moves_never_overdraw_and_settle_each_job_once() {
                 t.await.unwrap();
             }
             // Settle what is left: finish the queued jobs, cancel the ones never queued.
-            while let Some(j) = repos.jobs.claim("drain", LEASE, 3).await.unwrap() {
+            while let Some(j) = repos
+                .jobs
+                .claim("drain", LEASE, 3, &ClaimFilter::any())
+                .await
+                .unwrap()
+            {
                 let cost = whole(1);
                 assert!(repos
                     .jobs

@@ -36,7 +36,12 @@ async fn trial_tokens_are_reserved_and_spent_first() {
             assert_eq!((b.trial.reserved, b.paid.reserved), (whole(5), whole(2)));
             assert_eq!(b.trial_remaining, Neu::ZERO);
 
-            repos.jobs.claim("w", LEASE, 3).await.unwrap().unwrap();
+            repos
+                .jobs
+                .claim("w", LEASE, 3, &ClaimFilter::any())
+                .await
+                .unwrap()
+                .unwrap();
             assert!(repos.jobs.finish(j, "w", &success(whole(6))).await.unwrap());
             let b = check(&repos, a).await;
             assert_eq!((b.trial.spent, b.paid.spent), (whole(5), whole(1)));
@@ -124,7 +129,13 @@ async fn reserved_trial_tokens_survive_expiry_but_expire_when_released() {
             assert_eq!((b.trial.reserved, b.trial.available), (whole(5), Neu::ZERO));
             // The worker takes `canceled` (queued first) before the trial ends.
             assert_eq!(
-                repos.jobs.claim("w", LEASE, 3).await.unwrap().unwrap().id,
+                repos
+                    .jobs
+                    .claim("w", LEASE, 3, &ClaimFilter::any())
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .id,
                 canceled
             );
             // Release one trial token of `spent` before expiry: it returns to the trial bucket.
@@ -190,7 +201,13 @@ async fn reserved_trial_tokens_survive_expiry_but_expire_when_released() {
 
             // Reserved trial tokens can still be spent after expiry.
             assert_eq!(
-                repos.jobs.claim("w", LEASE, 3).await.unwrap().unwrap().id,
+                repos
+                    .jobs
+                    .claim("w", LEASE, 3, &ClaimFilter::any())
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .id,
                 spent
             );
             assert!(repos

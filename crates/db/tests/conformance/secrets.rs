@@ -49,7 +49,11 @@ async fn secrets_live_exactly_as_long_as_their_job() {
             assert_eq!(jobs.job_secret(last).await.unwrap(), None);
             assert!(!jobs.replace_job_secret(last, b"late").await.unwrap());
 
-            let first = jobs.claim("w", LEASE, 3).await.unwrap().unwrap();
+            let first = jobs
+                .claim("w", LEASE, 3, &ClaimFilter::any())
+                .await
+                .unwrap()
+                .unwrap();
             let outcome = Outcome::Success {
                 output_size: 1,
                 duration_sec: Some(1.0),
@@ -58,7 +62,11 @@ async fn secrets_live_exactly_as_long_as_their_job() {
             assert!(jobs.finish(first.id, "w", &outcome).await.unwrap());
             assert_eq!(jobs.job_secret(first.id).await.unwrap(), None);
 
-            let second = jobs.claim("w", LEASE, 3).await.unwrap().unwrap();
+            let second = jobs
+                .claim("w", LEASE, 3, &ClaimFilter::any())
+                .await
+                .unwrap()
+                .unwrap();
             // A worker that holds no lease cannot end the job, so its secrets stay.
             assert!(!jobs.finish(second.id, "other", &outcome).await.unwrap());
             assert!(jobs.job_secret(second.id).await.unwrap().is_some());
@@ -72,7 +80,7 @@ async fn secrets_live_exactly_as_long_as_their_job() {
             let third = batch[2].job.id;
             for _ in 0..2 {
                 let c = jobs
-                    .claim("dying", std::time::Duration::ZERO, 2)
+                    .claim("dying", std::time::Duration::ZERO, 2, &ClaimFilter::any())
                     .await
                     .unwrap()
                     .unwrap();
@@ -80,7 +88,11 @@ async fn secrets_live_exactly_as_long_as_their_job() {
                 assert!(jobs.job_secret(third).await.unwrap().is_some());
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
-            assert!(jobs.claim("w", LEASE, 2).await.unwrap().is_none());
+            assert!(jobs
+                .claim("w", LEASE, 2, &ClaimFilter::any())
+                .await
+                .unwrap()
+                .is_none());
             let given_up = jobs.job(third, None).await.unwrap().unwrap();
             assert_eq!(given_up.status, JobStatus::Failed);
             assert_eq!(jobs.job_secret(third).await.unwrap(), None);

@@ -7,6 +7,7 @@ mod fetch;
 mod run;
 
 use crate::state::AppState;
+use convertrilo_db::ClaimFilter;
 use convertrilo_media::ScratchRoot;
 use std::{sync::Arc, time::Duration};
 use tokio::task::JoinHandle;
@@ -44,11 +45,12 @@ async fn worker_loop(
     shutdown: CancellationToken,
 ) {
     let lease = Duration::from_secs(state.config.lease_secs.max(1));
+    let can = ClaimFilter::of(&state.caps.worker_caps(1));
     while !shutdown.is_cancelled() {
         match state
             .repos
             .jobs
-            .claim(&worker_id, lease, state.config.max_attempts)
+            .claim(&worker_id, lease, state.config.max_attempts, &can)
             .await
         {
             Ok(Some(job)) => {

@@ -77,7 +77,7 @@ pub(super) async fn run_job(
             }
         }),
         Err(Failure::Stopped) if shutdown.is_cancelled() => jobs
-            .release(id, worker_id)
+            .release(id, worker_id, true)
             .await
             .map(|_| tracing::info!("job handed back: shutting down")),
         Err(Failure::Stopped) => {
@@ -92,7 +92,7 @@ pub(super) async fn run_job(
         }
         Err(Failure::Retry(reason)) => {
             tracing::warn!(%reason, "job handed back to the queue after a passing error");
-            jobs.release(id, worker_id).await
+            jobs.release(id, worker_id, false).await
         }
     };
     if let Err(e) = recorded {

@@ -239,7 +239,7 @@ async fn priorities_cancel_and_bad_requests() {
         claimed.push(
             repos
                 .jobs
-                .claim("t", lease, 3)
+                .claim("t", lease, 3, &convertrilo_db::ClaimFilter::any())
                 .await
                 .unwrap()
                 .unwrap()
