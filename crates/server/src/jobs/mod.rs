@@ -66,12 +66,8 @@ pub async fn insert(
     idem: Option<&IdempotentResponse>,
 ) -> AppResult<()> {
     match state.repos.jobs.insert_jobs(batch, idem).await? {
-        Inserted::Done => {
-            if batch.iter().any(|n| n.job.status == JobStatus::Queued) {
-                state.queue_wake.notify_one();
-            }
-            Ok(())
-        }
+        // The repository announces queued jobs to idle workers itself.
+        Inserted::Done => Ok(()),
         Inserted::Insufficient {
             required,
             available,
@@ -362,10 +358,7 @@ async fn enqueue(state: &AppState, job: &Job, update: EstimateUpdate) -> AppResu
         .enqueue(job.id, Some(&update), job.priority, update.estimate)
         .await?
     {
-        Enqueued::Queued(queued) => {
-            state.queue_wake.notify_one();
-            Ok(queued)
-        }
+        Enqueued::Queued(queued) => Ok(queued),
         Enqueued::Insufficient {
             required,
             available,
