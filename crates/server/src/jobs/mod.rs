@@ -26,19 +26,21 @@ use convertrilo_db::{
     Enqueued, EstimateUpdate, IdempotentResponse, Ingest, Inserted, Job, JobKind, NewJob,
     Reservation,
 };
-use convertrilo_media::{choose_encoder, probe, MediaError, MediaInfo, ProcessError};
+use convertrilo_media::{probe, MediaError, MediaInfo, ProcessError};
 use serde_json::{Map, Value};
 use std::time::Duration;
 
-/// Checks that the spec can be served by this server, with a message that says what to change.
-pub fn check_spec(state: &AppState, spec: &EncodeSpec) -> AppResult<()> {
+/// Checks that the spec is valid, with a message that says what to change. Whether some
+/// worker can run it (a GPU for `gpu_only`) is not this process's to judge: workers may run
+/// on other machines. A job no live worker can run fails shortly after it is queued
+/// (see `queue_watch`).
+pub fn check_spec(_state: &AppState, spec: &EncodeSpec) -> AppResult<()> {
     spec.check_combination().map_err(AppError::bad_request)?;
     if spec.optimize == Optimize::Vmaf {
         return Err(AppError::bad_request(
             "optimize: \"vmaf\" is not available on this server yet; send optimize \"none\" or leave it out",
         ));
     }
-    choose_encoder(spec.codec, spec.policy, &state.caps).map_err(AppError::bad_request)?;
     Ok(())
 }
 

@@ -41,9 +41,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     if let Err(e) = state.repos.stats.ping().await {
         failed.push(format!("database: {e}"));
     }
-    // Listing an unlikely prefix is the cheapest call every store answers.
-    if let Err(e) = state.store.list("readyz-probe/").await {
-        failed.push(format!("object store: {e}"));
+    // Asking for the size of an object that does not exist is the cheapest call every
+    // store answers; "not found" is the healthy answer.
+    match state.store.size("readyz/probe").await {
+        Ok(_) | Err(convertrilo_storage::StorageError::NotFound(_)) => {}
+        Err(e) => failed.push(format!("object store: {e}")),
     }
     if failed.is_empty() {
         (
