@@ -1,6 +1,8 @@
 //! Persistent state: accounts, API keys, the token journal, jobs and the job queue.
 //! Repositories are traits used behind `Arc<dyn …>`; the backend is chosen from the database
-//! URL (`sqlite://…` today). Each backend keeps its own migrations. The queue is a table:
+//! URL: `sqlite://…` (embedded, the default) or `postgres://…` / `postgresql://…` (shared by
+//! any number of servers and workers). Each backend keeps its own migrations, numbered alike,
+//! and one conformance suite (`tests/db.rs`) holds both to the same behaviour. The queue is a table:
 //! `enqueue`, `claim` with a lease, `heartbeat`, `complete`; a job whose worker died is
 //! claimed again once its lease expires, up to a cap on attempts. Token moves that belong to
 //! a job state change (reserve on enqueue, deduct and release on finish, release on cancel)
@@ -12,6 +14,7 @@ pub mod auth;
 pub mod idempotency;
 pub mod ledger;
 pub mod model;
+pub mod postgres;
 pub mod sqlite;
 pub mod webhooks;
 pub mod workers;
@@ -36,7 +39,9 @@ use std::{sync::Arc, time::Duration};
 pub enum DbError {
     #[error("{0} already exists")]
     Conflict(String),
-    #[error("unsupported database URL {0:?}: use sqlite://path/to/file.db")]
+    #[error(
+        "unsupported database URL {0:?}: use sqlite://path/to/file.db or postgres://user:password@host/database (postgresql:// works too)"
+    )]
     UnsupportedUrl(String),
     #[error("database: {0}")]
     Sqlx(#[from] sqlx::Error),
@@ -190,11 +195,21 @@ pub struct Repos {
     pub events: Arc<dyn QueueEvents>,
 }
 
-/// Opens (creating if needed) and migrates the database at `url`.
-pub async fn connect(url: &str) -> DbResult<Repos> {
-    if url.starts_with("sqlite:") {
-        let repo = Arc::new(sqlite::SqliteRepo::connect(url).await?);
-        Ok(Repos {
+impl Repos {
+    fn over<R>(repo: Arc<R>) -> Self
+    where
+        R: AccountRepo
+            + JobRepo
+            + AuthRepo
+            + LedgerRepo
+            + IdempotencyRepo
+            + WebhookRepo
+            + WorkerRepo
+            + StatsRepo
+            + QueueEvents
+            + 'static,
+    {
+        Self {
             accounts: repo.clone(),
             jobs: repo.clone(),
             auth: repo.clone(),
@@ -204,7 +219,19 @@ pub async fn connect(url: &str) -> DbResult<Repos> {
             workers: repo.clone(),
             stats: repo.clone(),
             events: repo,
-        })
+        }
+    }
+}
+
+/// Opens and migrates the database at `url`: a SQLite file (created if needed), or a
+/// PostgreSQL database (which must exist).
+pub async fn connect(url: &str) -> DbResult<Repos> {
+    if url.starts_with("sqlite:") {
+        Ok(Repos::over(Arc::new(
+            sqlite::SqliteRepo::connect(url).await?,
+        )))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Repos::over(Arc::new(postgres::PgRepo::connect(url).await?)))
     } else {
         Err(DbError::UnsupportedUrl(url.to_string()))
     }

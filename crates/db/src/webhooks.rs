@@ -1,5 +1,5 @@
 //! Managed webhooks: subscriptions, the outbox of event messages (written by the transaction
-//! that changes a job; see `sqlite::webhooks::emit`), and the log of delivery attempts.
+//! that changes a job; see each backend's `webhooks::emit`), and the log of delivery attempts.
 //! Messages of one (subscription, job) pair are handed out one at a time in event order, so a
 //! receiver never sees `job.running` after `job.completed`.
 
@@ -86,7 +86,8 @@ pub enum AfterAttempt {
 #[async_trait]
 pub trait WebhookRepo: Send + Sync {
     /// Creates the webhook unless its owner already has `limit`; false (nothing written) then.
-    /// One statement, so simultaneous creations cannot pass the limit together.
+    /// The count is checked with the insert, so simultaneous creations cannot pass the limit
+    /// together.
     async fn create_webhook(&self, hook: &Webhook, limit: i64) -> DbResult<bool>;
     async fn webhooks(&self, user: UserId) -> DbResult<Vec<Webhook>>;
     async fn webhook(&self, id: uuid::Uuid, user: UserId) -> DbResult<Option<Webhook>>;

@@ -3,9 +3,9 @@
 //! and the counts behind `/metrics`.
 
 use super::{
-    job,
+    backends, job,
     ledger::{account, check, whole},
-    sqlite, LEASE,
+    LEASE,
 };
 use convertrilo_core::{
     capability::WorkerCaps,
@@ -302,18 +302,30 @@ pub(crate) async fn check_refund_events_and_stats(repos: &Repos) {
 
 #[tokio::test]
 async fn claims_match_capabilities() {
-    let (_d, repos) = sqlite().await;
-    check_claims_match_capabilities(&repos).await;
+    for b in backends().await {
+        b.run(|repos| async move {
+            check_claims_match_capabilities(&repos).await;
+        })
+        .await;
+    }
 }
 
 #[tokio::test]
 async fn registry_and_unrunnable_sweep() {
-    let (_d, repos) = sqlite().await;
-    check_registry_and_unrunnable_sweep(&repos).await;
+    for b in backends().await {
+        b.run(|repos| async move {
+            check_registry_and_unrunnable_sweep(&repos).await;
+        })
+        .await;
+    }
 }
 
 #[tokio::test]
 async fn refund_events_and_stats() {
-    let (_d, repos) = sqlite().await;
-    check_refund_events_and_stats(&repos).await;
+    for b in backends().await {
+        b.run(|repos| async move {
+            check_refund_events_and_stats(&repos).await;
+        })
+        .await;
+    }
 }
