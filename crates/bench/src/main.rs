@@ -8,6 +8,14 @@
 //! 3. Streaming ingest memory: 2 GiB sent as 64 MiB parts and joined (target < 64 MiB).
 //! 4. Bulk creation: one `POST /jobs/bulk` of 500 jobs on SQLite (target well under 1 s),
 //!    beside the same 500 jobs created one `POST /jobs` at a time, and an idempotent replay.
+//! 5. The queue on SQLite and PostgreSQL (see `queue`): claims per second with 8 claimers on
+//!    1,000 queued jobs, and confirm → running latency with idle workers.
+//!
+//! `--only queue` (repeatable: encode, upload, stream, bulk, queue) runs a subset. PostgreSQL
+//! comes from CONVERTRILO_BENCH_DATABASE_URL (default: the local server as user postgres); each
+//! measurement uses a database of its own, dropped afterwards.
+
+mod queue;
 
 use anyhow::{bail, Context, Result};
 use convertrilo_core::request::parse_job_create;
@@ -30,6 +38,13 @@ struct Args {
     runs: usize,
     upload_mib: u64,
     stream_mib: u64,
+    only: Vec<String>,
+}
+
+impl Args {
+    fn runs(&self, section: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == section)
+    }
 }
 
 fn parse_args() -> Result<Args> {
@@ -39,6 +54,7 @@ fn parse_args() -> Result<Args> {
         runs: 5,
         upload_mib: 1024,
         stream_mib: 2048,
+        only: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -49,8 +65,15 @@ fn parse_args() -> Result<Args> {
             "--runs" => args.runs = value()?.parse()?,
             "--upload-mib" => args.upload_mib = value()?.parse()?,
             "--stream-mib" => args.stream_mib = value()?.parse()?,
+            "--only" => {
+                let section = value()?;
+                if !["encode", "upload", "stream", "bulk", "queue"].contains(&section.as_str()) {
+                    bail!("--only {section}: use encode, upload, stream, bulk or queue");
+                }
+                args.only.push(section);
+            }
             other => bail!(
-                "unknown argument {other}; use --server, --clip, --runs, --upload-mib, --stream-mib"
+                "unknown argument {other}; use --server, --clip, --runs, --upload-mib, --stream-mib, --only"
             ),
         }
     }
@@ -71,16 +94,22 @@ struct Server {
 
 impl Server {
     fn start(bin: &Path, data: &Path, tools: &Tools) -> Result<Server> {
+        Self::start_with(bin, data, tools, 1, &[])
+    }
+
+    fn start_with(
+        bin: &Path,
+        data: &Path,
+        tools: &Tools,
+        workers: usize,
+        env: &[(&str, &str)],
+    ) -> Result<Server> {
         let mut child = Command::new(bin)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--workers",
-                "1",
-                "--data-dir",
-            ])
+            .args(["serve", "--listen", "127.0.0.1:0", "--workers"])
+            .arg(workers.to_string())
+            .arg("--data-dir")
             .arg(data)
+            .envs(env.iter().copied())
             .env("CONVERTRILO_FFMPEG", &tools.ffmpeg)
             .env("CONVERTRILO_FFPROBE", &tools.ffprobe)
             .env("CONVERTRILO_LOG", "warn")
@@ -110,6 +139,36 @@ impl Server {
             child,
             base: base.unwrap_or_default(),
             key: key.unwrap_or_default(),
+        })
+    }
+
+    /// A `convertrilo worker` process (one slot) on `data`, once it has registered.
+    fn worker(bin: &Path, data: &Path, tools: &Tools, env: &[(&str, &str)]) -> Result<Server> {
+        let mut child = Command::new(bin)
+            .args(["worker", "--slots", "1", "--data-dir"])
+            .arg(data)
+            .envs(env.iter().copied())
+            .env("CONVERTRILO_FFMPEG", &tools.ffmpeg)
+            .env("CONVERTRILO_FFPROBE", &tools.ffprobe)
+            .env("CONVERTRILO_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {} worker", bin.display()))?;
+        let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        loop {
+            let line = lines
+                .next()
+                .context("worker exited before printing its banner")??;
+            if line.starts_with("Convertrilo worker ") {
+                break;
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Server {
+            child,
+            base: String::new(),
+            key: String::new(),
         })
     }
 
@@ -562,10 +621,32 @@ async fn main() -> Result<()> {
     };
     let work = tempfile::tempdir()?;
     let server = Server::start(&args.server, &work.path().join("data"), &tools)?;
-    let ratios = encode_overhead(&args, &tools, &server, work.path()).await?;
-    let growth = upload_memory(&args, &server, work.path()).await?;
-    let stream_growth = stream_memory(&args, &server, work.path()).await?;
-    let bulk = bulk_create(&args, &server).await?;
+    let ratios = if args.runs("encode") {
+        encode_overhead(&args, &tools, &server, work.path()).await?
+    } else {
+        Vec::new()
+    };
+    let growth = if args.runs("upload") {
+        Some(upload_memory(&args, &server, work.path()).await?)
+    } else {
+        None
+    };
+    let stream_growth = if args.runs("stream") {
+        Some(stream_memory(&args, &server, work.path()).await?)
+    } else {
+        None
+    };
+    let bulk = if args.runs("bulk") {
+        Some(bulk_create(&args, &server).await?)
+    } else {
+        None
+    };
+    drop(server);
+    let queue = if args.runs("queue") {
+        Some(queue_bench(&args, &tools, work.path()).await?)
+    } else {
+        None
+    };
     println!("\n== Summary ==");
     for (label, ratio) in &ratios {
         println!(
@@ -573,23 +654,92 @@ async fn main() -> Result<()> {
             if *ratio <= 1.10 { "met" } else { "MISSED" }
         );
     }
-    println!(
-        "upload RSS growth       {growth:.1} MiB  (target < 64: {})",
-        if growth < 64.0 { "met" } else { "MISSED" }
-    );
-    println!(
-        "stream RSS growth       {stream_growth:.1} MiB  (target < 64: {})",
-        if stream_growth < 64.0 {
-            "met"
-        } else {
-            "MISSED"
+    let met = |ok: bool| if ok { "met" } else { "MISSED" };
+    if let Some(growth) = growth {
+        println!(
+            "upload RSS growth       {growth:.1} MiB  (target < 64: {})",
+            met(growth < 64.0)
+        );
+    }
+    if let Some(g) = stream_growth {
+        println!(
+            "stream RSS growth       {g:.1} MiB  (target < 64: {})",
+            met(g < 64.0)
+        );
+    }
+    if let Some(bulk) = bulk {
+        println!(
+            "bulk of 500 jobs        {:.0} ms  (target < 1000: {})",
+            bulk * 1000.0,
+            met(bulk < 1.0)
+        );
+    }
+    if let Some(rows) = queue {
+        for r in rows {
+            println!(
+                "queue on {:<10}     {:>7.0} claims/s; start latency p50 {:.0} ms, p99 {:.0} ms  (target p50 < 50: {})",
+                r.backend,
+                r.claims_per_sec,
+                r.p50,
+                r.p99,
+                met(r.p50 < 50.0)
+            );
         }
-    );
-    println!(
-        "bulk of 500 jobs        {:.0} ms  (target < 1000: {})",
-        bulk * 1000.0,
-        if bulk < 1.0 { "met" } else { "MISSED" }
-    );
-    drop(server);
+    }
     Ok(())
+}
+
+struct QueueRow {
+    backend: &'static str,
+    claims_per_sec: f64,
+    p50: f64,
+    p99: f64,
+}
+
+async fn queue_bench(args: &Args, tools: &Tools, work: &Path) -> Result<Vec<QueueRow>> {
+    println!(
+        "\n== Queue: {} claimers on {} queued jobs; confirm -> running with idle workers ==",
+        queue::CLAIMERS,
+        queue::QUEUED
+    );
+    let mut rows = Vec::new();
+    let sqlite = work.join(format!("claims-{}.db", std::process::id()));
+    let cps = queue::claims_per_second(&format!("sqlite://{}", sqlite.display())).await?;
+    let lat = queue::start_latency(&args.server, tools, work, None).await?;
+    rows.push(QueueRow {
+        backend: "SQLite",
+        claims_per_sec: cps,
+        p50: queue::percentile(&lat, 50.0),
+        p99: queue::percentile(&lat, 99.0),
+    });
+    let admin = std::env::var("CONVERTRILO_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    match queue::PgScratch::create(&admin).await {
+        Ok(db) => {
+            let cps = queue::claims_per_second(&db.url).await;
+            db.drop_now().await?;
+            let db = queue::PgScratch::create(&admin).await?;
+            let lat = queue::start_latency(&args.server, tools, work, Some(&db.url)).await;
+            db.drop_now().await?;
+            let lat = lat?;
+            rows.push(QueueRow {
+                backend: "PostgreSQL",
+                claims_per_sec: cps?,
+                p50: queue::percentile(&lat, 50.0),
+                p99: queue::percentile(&lat, 99.0),
+            });
+        }
+        Err(e) => println!("PostgreSQL: skipped ({e:#}); set CONVERTRILO_BENCH_DATABASE_URL"),
+    }
+    println!(
+        "{:<12} {:>12} {:>10} {:>10}",
+        "backend", "claims/s", "p50 ms", "p99 ms"
+    );
+    for r in &rows {
+        println!(
+            "{:<12} {:>12.0} {:>10.0} {:>10.0}",
+            r.backend, r.claims_per_sec, r.p50, r.p99
+        );
+    }
+    Ok(rows)
 }

@@ -1,11 +1,14 @@
-//! The `convertrilo` binary: `serve` (API plus in-process workers), `migrate`, `config`, and
-//! `admin` commands that scripts use to create accounts and keys against the same data
-//! directory while the server runs.
+//! The `convertrilo` binary: `serve` (API plus in-process workers), `worker` (workers only,
+//! for other machines on the same database and object store), `workers` (the worker
+//! registry), `migrate`, `config`, and `admin` commands that scripts use to create accounts
+//! and keys against the same database while the server runs.
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use convertrilo_core::Neu;
-use convertrilo_server::{accounts, startup, telemetry, Application, Config};
+use convertrilo_server::{
+    accounts, startup, startup::WorkerProcess, telemetry, Application, Config,
+};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -29,6 +32,15 @@ struct Cli {
 enum Command {
     /// Run the API and in-process workers.
     Serve(ServeArgs),
+    /// Run encode workers only, on the database and object store of the configuration
+    /// (CONVERTRILO_DATABASE_URL, CONVERTRILO_STORAGE_URL, …); stops on SIGTERM after its
+    /// jobs finish (or hands them back after drain_timeout_secs).
+    Worker(WorkerArgs),
+    /// List registered worker processes: state, capabilities, current jobs, last heartbeat.
+    Workers {
+        #[arg(long)]
+        json: bool,
+    },
     /// Create or upgrade the database schema, then exit.
     Migrate,
     /// Print the merged configuration (secrets redacted).
@@ -46,6 +58,13 @@ struct ServeArgs {
     /// In-process encode workers; 0 runs the API only [env: CONVERTRILO_WORKERS] [default: 1].
     #[arg(long)]
     workers: Option<usize>,
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    /// Jobs this process runs at once [env: CONVERTRILO_WORKERS] [default: 1].
+    #[arg(long)]
+    slots: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -114,6 +133,9 @@ fn load_config(cli: &Cli) -> anyhow::Result<Config> {
             config.workers = workers;
         }
     }
+    if let Command::Worker(WorkerArgs { slots: Some(n) }) = &cli.command {
+        config.workers = *n;
+    }
     Ok(config)
 }
 
@@ -129,6 +151,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = load_config(&cli)?;
     match cli.command {
         Command::Serve(_) => serve(config).await,
+        Command::Worker(_) => worker(config).await,
+        Command::Workers { json } => {
+            let repos = open_existing(&config).await?;
+            list_workers(&config, &repos, json).await
+        }
         Command::Migrate => {
             startup::open_repos(&config).await?;
             println!("database at {} is up to date", config.database_url());
@@ -182,6 +209,106 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     app.run_until(shutdown_signal()).await
 }
 
+async fn worker(config: Config) -> anyhow::Result<()> {
+    telemetry::init(&config.log);
+    if config.workers == 0 {
+        anyhow::bail!("a worker needs at least one slot: pass --slots 1 or more");
+    }
+    let database = convertrilo_server::config::redact_url(&config.database_url());
+    let storage = config.storage_url.clone();
+    let process = WorkerProcess::start(config).await?;
+    let caps = process
+        .state()
+        .caps
+        .worker_caps(process.state().config.workers as u32);
+    println!(
+        "Convertrilo worker {} running {} slot(s) on {database} (storage: {})",
+        process.id,
+        caps.slots,
+        storage.as_deref().unwrap_or("the local data directory"),
+    );
+    println!(
+        "encoders: {}; GPU encoders: {}; libvmaf: {}",
+        caps.encoders.join(", "),
+        if caps.gpu_encoders.is_empty() {
+            "none".into()
+        } else {
+            caps.gpu_encoders.join(", ")
+        },
+        if caps.libvmaf { "yes" } else { "no" }
+    );
+    process.run_until(shutdown_signal()).await
+}
+
+async fn list_workers(
+    config: &Config,
+    repos: &convertrilo_db::Repos,
+    json: bool,
+) -> anyhow::Result<()> {
+    let now = convertrilo_core::time::now_ms();
+    let live_since = now - (config.worker_timeout_secs * 1000) as i64;
+    let workers = repos.workers.workers().await?;
+    let state = |w: &convertrilo_db::WorkerRecord| {
+        if w.last_seen < live_since {
+            "lost"
+        } else if w.stopping {
+            "draining"
+        } else {
+            "live"
+        }
+    };
+    if json {
+        let out: Vec<_> = workers
+            .iter()
+            .map(|w| {
+                serde_json::json!({
+                    "id": w.worker.id, "host": w.worker.host, "version": w.worker.version,
+                    "state": state(&w.worker), "capabilities": w.worker.caps,
+                    "currentJobs": w.jobs.iter().map(|j| j.to_string()).collect::<Vec<_>>(),
+                    "startedAt": convertrilo_core::time::rfc3339(w.worker.started_at),
+                    "lastHeartbeat": convertrilo_core::time::rfc3339(w.worker.last_seen),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::json!({ "workers": out }));
+        return Ok(());
+    }
+    if workers.is_empty() {
+        println!("no workers registered");
+        return Ok(());
+    }
+    println!(
+        "{:<16}  {:<16}  {:<8}  {:>5}  {:<30}  {:>9}  JOBS",
+        "ID", "HOST", "STATE", "SLOTS", "ENCODERS (GPU) VMAF", "HEARTBEAT"
+    );
+    for w in &workers {
+        let r = &w.worker;
+        let mut encoders = r.caps.encoders.join(",");
+        if !r.caps.gpu_encoders.is_empty() {
+            encoders.push_str(&format!(" ({})", r.caps.gpu_encoders.join(",")));
+        }
+        if r.caps.libvmaf {
+            encoders.push_str(" vmaf");
+        }
+        let jobs: Vec<String> = w.jobs.iter().map(|j| j.to_string()).collect();
+        println!(
+            "{:<16}  {:<16}  {:<8}  {:>5}  {:<30}  {:>8}s  {}",
+            r.id,
+            r.host,
+            state(r),
+            r.caps.slots,
+            encoders,
+            (now - r.last_seen).max(0) / 1000,
+            if jobs.is_empty() {
+                "-".into()
+            } else {
+                jobs.join(",")
+            }
+        );
+    }
+    Ok(())
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -201,15 +328,7 @@ async fn shutdown_signal() {
 }
 
 async fn admin(config: Config, cmd: AdminCommand) -> anyhow::Result<()> {
-    // A mistyped --data-dir must not quietly create an empty database beside the real one.
-    let db_file = config.data_dir.join("convertrilo.db");
-    if config.database_url.is_none() && !db_file.is_file() {
-        anyhow::bail!(
-            "no Convertrilo database at {}: pass the --data-dir the server uses (start the server once to create one)",
-            db_file.display()
-        );
-    }
-    let repos = startup::open_repos(&config).await?;
+    let repos = open_existing(&config).await?;
     match cmd {
         AdminCommand::CreateUser {
             email,
@@ -300,6 +419,19 @@ async fn set_banned(
     repos.auth.set_banned(user.id, banned).await?;
     println!("{} {email}", if banned { "banned" } else { "unbanned" });
     Ok(())
+}
+
+/// Opens the database of a server that has run before.
+async fn open_existing(config: &Config) -> anyhow::Result<convertrilo_db::Repos> {
+    // A mistyped --data-dir must not quietly create an empty database beside the real one.
+    let db_file = config.data_dir.join("convertrilo.db");
+    if config.database_url.is_none() && !db_file.is_file() {
+        anyhow::bail!(
+            "no Convertrilo database at {}: pass the --data-dir the server uses (start the server once to create one)",
+            db_file.display()
+        );
+    }
+    startup::open_repos(config).await
 }
 
 /// The account with this email (normalised as accounts store it).

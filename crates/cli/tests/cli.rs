@@ -1,5 +1,13 @@
 //! The `convertrilo` binary as users and scripts run it: first start, admin commands against
-//! a running server's data directory, and recovery after the process is killed mid-encode.
+//! a running server's data directory, recovery after the process is killed mid-encode, and
+//! (in `cli/fleet.rs`) an API with separate worker processes on PostgreSQL and S3.
+
+#[path = "cli/fleet.rs"]
+mod fleet;
+// The S3 protocol server of the server crate's tests, shared rather than copied.
+#[allow(dead_code)]
+#[path = "../../server/tests/api/s3server.rs"]
+mod s3server;
 
 use serde_json::{json, Value};
 use std::{
@@ -14,6 +22,20 @@ const BIN: &str = env!("CARGO_BIN_EXE_convertrilo");
 
 fn tool(var: &str, fallback: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| fallback.to_string())
+}
+
+/// A real clip from the test media fetched by scripts/setup.
+fn real_clip(name: &str) -> PathBuf {
+    let dir = std::env::var_os("CONVERTRILO_TEST_MEDIA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.tools/media"));
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/setup",
+        path.display()
+    );
+    path
 }
 
 struct Server {

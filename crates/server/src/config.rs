@@ -35,6 +35,17 @@ pub struct Config {
     pub lease_secs: u64,
     /// Times a job may be started before it is failed (protects against poison inputs).
     pub max_attempts: i32,
+    /// How often a worker process tells the registry it is alive.
+    pub worker_heartbeat_secs: u64,
+    /// A worker not heard from for this long counts as gone (its jobs come back when their
+    /// leases expire).
+    pub worker_timeout_secs: u64,
+    /// A queued job that no live worker can run (e.g. `policy: gpu_only` and no GPU worker)
+    /// fails after waiting this long, instead of waiting forever.
+    pub unrunnable_grace_secs: u64,
+    /// On SIGTERM, running jobs get this long to finish before they are handed back to the
+    /// queue (keep it below the supervisor's kill timeout).
+    pub drain_timeout_secs: u64,
     /// Upper bound for one encode (all passes).
     pub encode_timeout_secs: u64,
     pub probe_timeout_secs: u64,
@@ -152,6 +163,10 @@ impl Default for Config {
             download_url_ttl_secs: 24 * 3600,
             lease_secs: 30,
             max_attempts: 3,
+            worker_heartbeat_secs: 5,
+            worker_timeout_secs: 20,
+            unrunnable_grace_secs: 10,
+            drain_timeout_secs: 25,
             encode_timeout_secs: 6 * 3600,
             probe_timeout_secs: 30,
             download_timeout_secs: 30,
@@ -396,7 +411,8 @@ fn env_value(raw: &str, current: Option<&toml::Value>) -> toml::Value {
     }
 }
 
-fn redact_url(url: &str) -> String {
+/// `url` with any password replaced by `***`, for logs and messages.
+pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => {
             let creds = &url[s + 3..at];

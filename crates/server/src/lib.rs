@@ -15,6 +15,7 @@ pub mod idempotency;
 pub mod jobs;
 pub mod outbound;
 pub mod ownstore;
+pub mod queue_watch;
 pub mod ratelimit;
 pub mod secrets;
 pub mod session;
@@ -23,6 +24,7 @@ pub mod state;
 pub mod telemetry;
 pub mod webhooks;
 mod worker;
+pub use worker::new_worker_id;
 
 pub use config::Config;
 pub use startup::{Application, BootstrapCredentials};

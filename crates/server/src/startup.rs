@@ -16,7 +16,7 @@ use convertrilo_media::{Capabilities, ScratchRoot, Tools};
 use convertrilo_storage::{s3::S3Client, UrlSigner};
 use rand::{distributions::Alphanumeric, Rng};
 use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
-use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
+use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
 /// The admin account and key created on first start; shown once.
@@ -32,8 +32,10 @@ pub struct Application {
     addr: SocketAddr,
     state: AppState,
     router: axum::Router,
+    drain: CancellationToken,
     shutdown: CancellationToken,
-    workers: Vec<JoinHandle<()>>,
+    slots: Vec<JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
     pub bootstrap: Option<BootstrapCredentials>,
     pub swept_scratch_dirs: usize,
 }
@@ -73,22 +75,6 @@ impl Application {
         config: Config,
         network: Arc<dyn Network>,
     ) -> anyhow::Result<Application> {
-        let policy = Policy::from_config(&config).map_err(|m| anyhow::anyhow!(m))?;
-        if policy.allow_private {
-            tracing::warn!(
-                "ingest_allow_private_networks is ON: source URLs and webhooks may reach loopback, private and link-local addresses (including cloud metadata services); never enable this on a server that untrusted clients can use"
-            );
-        }
-        if !policy.ingest_enabled {
-            tracing::info!("URL ingest is off: sources must be uploaded");
-        }
-        let repos = open_repos(&config).await?;
-        let tools = tools(&config);
-        let caps = Capabilities::detect(&tools).await.map_err(|e| {
-            anyhow::anyhow!("{e}\nffmpeg and ffprobe are required: run scripts/setup, or set CONVERTRILO_FFMPEG and CONVERTRILO_FFPROBE")
-        })?;
-
-        tracing::info!("media toolchain: {}", caps.summary());
         let listener = TcpListener::bind(&config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -106,6 +92,231 @@ impl Application {
             };
             format!("http://{host}:{}", addr.port())
         });
+        let Process {
+            state,
+            drain,
+            shutdown,
+            mut tasks,
+        } = Process::start(config, network, public_url).await?;
+        let bootstrap = bootstrap(&state).await?;
+        let mut state = state;
+        if state.config.public_jobs_enabled {
+            state.public_owner = Some(public_owner(&state.repos).await?);
+            tracing::info!(
+                max_duration_secs = state.config.public_max_duration_secs,
+                max_source_bytes = state.config.public_max_source_bytes,
+                "public jobs are enabled: anyone who can reach this server may encode short clips for free"
+            );
+        }
+
+        let (mut slots, mut swept_scratch_dirs) = (Vec::new(), 0);
+        if state.config.workers > 0 {
+            let (workers, swept) = start_workers(&state, state.config.workers, &drain, &shutdown)?;
+            swept_scratch_dirs = swept;
+            slots = workers.slots;
+            tasks.extend(workers.support);
+        } else {
+            tracing::info!("API only: no in-process workers (run `convertrilo worker` processes on the same database and storage)");
+        }
+        tasks.push(crate::callbacks::spawn(state.clone(), shutdown.clone()));
+        tasks.push(crate::webhooks::spawn(state.clone(), shutdown.clone()));
+        tasks.push(crate::housekeeping::spawn(state.clone(), shutdown.clone()));
+        tasks.push(crate::queue_watch::spawn(state.clone(), shutdown.clone()));
+        let router = http::router(state.clone());
+        Ok(Application {
+            listener,
+            addr,
+            state,
+            router,
+            drain,
+            shutdown,
+            slots,
+            tasks,
+            bootstrap,
+            swept_scratch_dirs,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn public_url(&self) -> &str {
+        self.state.signer.base_url()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `signal` completes, then drains: no new requests or jobs, running jobs
+    /// get `drain_timeout_secs` to finish, and the rest go back to the queue.
+    pub async fn run_until(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let drain = self.drain.clone();
+        let serve_drain = drain.clone();
+        tokio::spawn(async move {
+            signal.await;
+            serve_drain.cancel();
+        });
+        // Client addresses feed the per-IP limits of the login route.
+        let service = self
+            .router
+            .into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(self.listener, service)
+            .with_graceful_shutdown(async move { drain.cancelled().await })
+            .await?;
+        stop(
+            &self.state,
+            self.drain,
+            self.shutdown,
+            self.slots,
+            self.tasks,
+        )
+        .await;
+        Ok(())
+    }
+}
+
+/// A `convertrilo worker` process: workers only, on the database and storage in `config`.
+pub struct WorkerProcess {
+    state: AppState,
+    drain: CancellationToken,
+    shutdown: CancellationToken,
+    slots: Vec<JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
+    pub id: String,
+    pub swept_scratch_dirs: usize,
+}
+
+impl WorkerProcess {
+    pub async fn start(config: Config) -> anyhow::Result<WorkerProcess> {
+        let public_url = config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", config.listen));
+        let slots_wanted = config.workers.max(1);
+        let Process {
+            state,
+            drain,
+            shutdown,
+            mut tasks,
+        } = Process::start(config, Arc::new(SystemNetwork), public_url).await?;
+        let (workers, swept) = start_workers(&state, slots_wanted, &drain, &shutdown)?;
+        tasks.extend(workers.support);
+        Ok(WorkerProcess {
+            id: state.worker_id.clone(),
+            state,
+            drain,
+            shutdown,
+            slots: workers.slots,
+            tasks,
+            swept_scratch_dirs: swept,
+        })
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Works until `signal` completes, then drains as [`Application::run_until`] does.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) -> anyhow::Result<()> {
+        signal.await;
+        stop(
+            &self.state,
+            self.drain,
+            self.shutdown,
+            self.slots,
+            self.tasks,
+        )
+        .await;
+        Ok(())
+    }
+}
+
+/// What both kinds of process share once started.
+struct Process {
+    state: AppState,
+    drain: CancellationToken,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn start_workers(
+    state: &AppState,
+    count: usize,
+    drain: &CancellationToken,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(crate::worker::Workers, usize)> {
+    let owner = format!("p{}-{}", std::process::id(), state.worker_id);
+    let (scratch, swept) = ScratchRoot::create(&state.config.scratch_dir(), &owner)
+        .context("creating the scratch directory")?;
+    if swept > 0 {
+        tracing::info!(
+            swept,
+            "removed scratch directories left by a stopped process"
+        );
+    }
+    let workers = crate::worker::spawn(
+        state.clone(),
+        Arc::new(scratch),
+        state.worker_id.clone(),
+        count,
+        drain.clone(),
+        shutdown.clone(),
+    );
+    Ok((workers, swept))
+}
+
+/// The two-step stop: wait up to `drain_timeout_secs` for the slots to finish their jobs
+/// (they take no new ones once `drain` fired), then shut down: unfinished jobs are handed
+/// back, background tasks end, the worker leaves the registry.
+async fn stop(
+    state: &AppState,
+    drain: CancellationToken,
+    shutdown: CancellationToken,
+    slots: Vec<JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
+) {
+    drain.cancel();
+    let mut slots = futures::future::join_all(slots);
+    let grace = Duration::from_secs(state.config.drain_timeout_secs);
+    if tokio::time::timeout(grace, &mut slots).await.is_err() {
+        tracing::info!("drain timeout passed: handing running jobs back to the queue");
+        shutdown.cancel();
+        slots.await;
+    }
+    shutdown.cancel();
+    futures::future::join_all(tasks).await;
+}
+
+impl Process {
+    async fn start(
+        config: Config,
+        network: Arc<dyn Network>,
+        public_url: String,
+    ) -> anyhow::Result<Process> {
+        let policy = Policy::from_config(&config).map_err(|m| anyhow::anyhow!(m))?;
+        if policy.allow_private {
+            tracing::warn!(
+                "ingest_allow_private_networks is ON: source URLs and webhooks may reach loopback, private and link-local addresses (including cloud metadata services); never enable this on a server that untrusted clients can use"
+            );
+        }
+        if !policy.ingest_enabled {
+            tracing::info!("URL ingest is off: sources must be uploaded");
+        }
+        let repos = open_repos(&config).await?;
+        let tools = tools(&config);
+        let caps = Capabilities::detect(&tools).await.map_err(|e| {
+            anyhow::anyhow!("{e}\nffmpeg and ffprobe are required: run scripts/setup, or set CONVERTRILO_FFMPEG and CONVERTRILO_FFPROBE")
+        })?;
+        tracing::info!("media toolchain: {}", caps.summary());
         let random_secret: String = rand::thread_rng()
             .sample_iter(&Alphanumeric)
             .take(48)
@@ -177,7 +388,7 @@ impl Application {
             signer: UrlSigner::new(secret.into_bytes(), &public_url),
             tools: Arc::new(tools),
             caps: Arc::new(caps),
-            queue_wake: Arc::new(Notify::new()),
+            worker_id: crate::worker::new_worker_id(),
             running: RunningJobs::default(),
             outbound,
             probe_proxy,
@@ -188,94 +399,14 @@ impl Application {
             s3,
             drive,
         };
-        let bootstrap = bootstrap(&state).await?;
-        let mut state = state;
-        if state.config.public_jobs_enabled {
-            state.public_owner = Some(public_owner(&state.repos).await?);
-            tracing::info!(
-                max_duration_secs = state.config.public_max_duration_secs,
-                max_source_bytes = state.config.public_max_source_bytes,
-                "public jobs are enabled: anyone who can reach this server may encode short clips for free"
-            );
-        }
-
-        let (mut workers, mut swept_scratch_dirs) = (vec![proxy_task], 0);
-        if state.config.workers > 0 {
-            let owner = format!("p{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
-            let (scratch, swept) = ScratchRoot::create(&state.config.scratch_dir(), &owner)
-                .context("creating the scratch directory")?;
-            if swept > 0 {
-                tracing::info!(
-                    swept,
-                    "removed scratch directories left by a stopped process"
-                );
-            }
-            swept_scratch_dirs = swept;
-            workers = crate::worker::spawn(
-                state.clone(),
-                Arc::new(scratch),
-                state.config.workers,
-                shutdown.clone(),
-            );
-        }
-        workers.push(crate::callbacks::spawn(state.clone(), shutdown.clone()));
-        workers.push(crate::webhooks::spawn(state.clone(), shutdown.clone()));
-        workers.push(crate::housekeeping::spawn(state.clone(), shutdown.clone()));
-        let router = http::router(state.clone());
-        Ok(Application {
-            listener,
-            addr,
+        Ok(Process {
             state,
-            router,
+            drain: CancellationToken::new(),
             shutdown,
-            workers,
-            bootstrap,
-            swept_scratch_dirs,
+            tasks: vec![proxy_task],
         })
     }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    pub fn port(&self) -> u16 {
-        self.addr.port()
-    }
-
-    pub fn public_url(&self) -> &str {
-        self.state.signer.base_url()
-    }
-
-    pub fn state(&self) -> &AppState {
-        &self.state
-    }
-
-    /// Serves until `signal` completes, then stops the workers (running jobs go back to the queue).
-    pub async fn run_until(
-        self,
-        signal: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let shutdown = self.shutdown.clone();
-        let serve_shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            signal.await;
-            serve_shutdown.cancel();
-        });
-        // Client addresses feed the per-IP limits of the login route.
-        let service = self
-            .router
-            .into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(self.listener, service)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await?;
-        self.shutdown.cancel();
-        for w in self.workers {
-            let _ = w.await;
-        }
-        Ok(())
-    }
 }
-
 /// The system account public jobs belong to: no tokens, no keys, a password nobody knows.
 const PUBLIC_OWNER_EMAIL: &str = "public-jobs@convertrilo.invalid";
 

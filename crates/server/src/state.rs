@@ -9,7 +9,6 @@ use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
 };
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
@@ -20,9 +19,9 @@ pub struct AppState {
     pub signer: UrlSigner,
     pub tools: Arc<Tools>,
     pub caps: Arc<Capabilities>,
-    /// Wakes an idle in-process worker when a job is queued (workers also poll as a fallback).
-    pub queue_wake: Arc<Notify>,
     pub running: RunningJobs,
+    /// This process's id in the worker registry (its job leases are `<id>/<slot>`).
+    pub worker_id: String,
     /// The only way to reach a customer-given URL (sources, webhooks): vetted and pinned.
     pub outbound: crate::outbound::Outbound,
     /// Where ffprobe reads URL sources (a loopback proxy to the vetted address).

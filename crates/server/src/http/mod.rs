@@ -26,6 +26,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::tokens::router())
         .merge(routes::webhooks::router())
         .merge(routes::docs::router())
+        .merge(routes::ops::router())
         .layer(DefaultBodyLimit::max(state.config.json_body_limit_bytes));
     Router::new()
         .merge(api)

@@ -26,19 +26,21 @@ use convertrilo_db::{
     Enqueued, EstimateUpdate, IdempotentResponse, Ingest, Inserted, Job, JobKind, NewJob,
     Reservation,
 };
-use convertrilo_media::{choose_encoder, probe, MediaError, MediaInfo, ProcessError};
+use convertrilo_media::{probe, MediaError, MediaInfo, ProcessError};
 use serde_json::{Map, Value};
 use std::time::Duration;
 
-/// Checks that the spec can be served by this server, with a message that says what to change.
-pub fn check_spec(state: &AppState, spec: &EncodeSpec) -> AppResult<()> {
+/// Checks that the spec is valid, with a message that says what to change. Whether some
+/// worker can run it (a GPU for `gpu_only`) is not this process's to judge: workers may run
+/// on other machines. A job no live worker can run fails shortly after it is queued
+/// (see `queue_watch`).
+pub fn check_spec(_state: &AppState, spec: &EncodeSpec) -> AppResult<()> {
     spec.check_combination().map_err(AppError::bad_request)?;
     if spec.optimize == Optimize::Vmaf {
         return Err(AppError::bad_request(
             "optimize: \"vmaf\" is not available on this server yet; send optimize \"none\" or leave it out",
         ));
     }
-    choose_encoder(spec.codec, spec.policy, &state.caps).map_err(AppError::bad_request)?;
     Ok(())
 }
 
@@ -66,12 +68,8 @@ pub async fn insert(
     idem: Option<&IdempotentResponse>,
 ) -> AppResult<()> {
     match state.repos.jobs.insert_jobs(batch, idem).await? {
-        Inserted::Done => {
-            if batch.iter().any(|n| n.job.status == JobStatus::Queued) {
-                state.queue_wake.notify_one();
-            }
-            Ok(())
-        }
+        // The repository announces queued jobs to idle workers itself.
+        Inserted::Done => Ok(()),
         Inserted::Insufficient {
             required,
             available,
@@ -362,10 +360,7 @@ async fn enqueue(state: &AppState, job: &Job, update: EstimateUpdate) -> AppResu
         .enqueue(job.id, Some(&update), job.priority, update.estimate)
         .await?
     {
-        Enqueued::Queued(queued) => {
-            state.queue_wake.notify_one();
-            Ok(queued)
-        }
+        Enqueued::Queued(queued) => Ok(queued),
         Enqueued::Insufficient {
             required,
             available,

@@ -66,12 +66,6 @@ async fn bad_requests_are_named_field_by_field() {
     assert_error(code, &body, 400, "invalid_request");
     assert!(body["message"].as_str().unwrap().contains("webm"));
 
-    let mut gpu = job_spec("h264", "720p", 30, "mp4");
-    gpu["policy"] = json!("gpu_only");
-    let (code, body) = app.post("/jobs", gpu).await;
-    assert_error(code, &body, 400, "invalid_request");
-    assert!(body["message"].as_str().unwrap().contains("GPU"), "{body}");
-
     let mut file_url = job_spec("h264", "720p", 30, "mp4");
     file_url["sourceUrl"] = json!("file:///etc/passwd");
     let (code, body) = app.post("/jobs", file_url).await;

@@ -16,6 +16,7 @@ mod helpers;
 mod idempotency;
 mod ondemand;
 mod openapi;
+mod ops;
 mod ownstore;
 mod public;
 mod s3;

@@ -123,11 +123,14 @@ async fn generated_spec_matches_the_contract() {
             "{method} {path} not in the contract"
         );
     }
-    // Our own additions: the signed upload/download links and the health probe.
+    // Our own additions: the signed upload/download links, the operations endpoints.
     let additions = [
         ("/uploads/{key}", "put"),
         ("/files/{key}", "get"),
         ("/healthz", "get"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+        ("/admin/workers", "get"),
         ("/auth/refresh", "post"),
         ("/auth/logout", "post"),
     ];

@@ -258,7 +258,6 @@ async fn the_worker_holds_public_jobs_to_the_duration_cap_of_what_it_fetches() {
         .enqueue(job.id, Some(&update), job.priority, None)
         .await
         .unwrap();
-    app.app_state.queue_wake.notify_one();
     assert!(long.is_file());
     let start = Instant::now();
     let done = loop {

@@ -463,9 +463,6 @@ pub(crate) async fn bulk_confirm(
                         ),
                     }
                 }
-                // Several jobs: wake every idle worker, not just one.
-                state.queue_wake.notify_waiters();
-                state.queue_wake.notify_one();
             }
         }
     }

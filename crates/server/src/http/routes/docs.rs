@@ -54,6 +54,9 @@ use utoipa::{
         super::files::upload,
         super::files::download,
         healthz,
+        super::ops::readyz,
+        super::ops::metrics,
+        super::ops::workers,
     ),
     components(schemas(
         JobCreateRequest, JobCreateResponse, ApproveUnifiedRequest, ApproveUnifiedResponse, ConfirmRequest,
@@ -74,7 +77,7 @@ use utoipa::{
         super::folder::FolderJob, super::folder::OutputDestination,
         super::storage_docs::S3Source, super::storage_docs::S3Output, super::storage_docs::S3FolderSource,
         super::storage_docs::S3FolderOutput, super::storage_docs::GoogleDriveOutput,
-        super::storage_docs::GoogleDriveFolderSource
+        super::storage_docs::GoogleDriveFolderSource, super::ops::WorkersResponse, super::ops::WorkerView
     )),
     modifiers(&SecuritySchemes)
 )]

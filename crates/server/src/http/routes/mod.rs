@@ -8,6 +8,7 @@ pub mod files;
 pub mod folder;
 pub mod jobs;
 pub mod ondemand;
+pub mod ops;
 pub mod public;
 pub mod storage_docs;
 pub mod stream;

@@ -1,0 +1,151 @@
+//! Operations: a job no live worker can run fails fast with a message that says what to
+//! change (and its tokens come back), `/healthz`, `/readyz`, `/metrics` and the worker
+//! registry through `GET /admin/workers` (administrators only).
+
+use crate::helpers::*;
+use convertrilo_core::{Scope, WireEnum};
+use convertrilo_server::accounts;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+async fn get_text(app: &TestApp, path: &str) -> (u16, String) {
+    let r = app.client.get(app.url(path)).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// The value of a Prometheus sample line `name` (labels included) in `text`.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{text}"))
+}
+
+#[tokio::test]
+async fn a_job_no_worker_can_run_fails_fast_and_keeps_its_tokens() {
+    let app = spawn_app_with(|c| c.unrunnable_grace_secs = 0).await;
+    let clip = small_clip(app.dir.path(), "gpu.mp4", 1);
+    let before = app.balance().await;
+
+    // This machine has no GPU: no live worker can take a gpu_only job.
+    let mut spec = job_spec("h264", "480p", 30, "mp4");
+    spec["policy"] = json!("gpu_only");
+    spec["confirm"] = json!(true);
+    let id = app.upload_job(&clip, spec).await;
+    let start = Instant::now();
+    let s = app.wait_terminal(&id, Duration::from_secs(30)).await;
+    assert_eq!(s["status"], "failed", "{s}");
+    let message = s["failureMessage"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("GPU encoder for h264") && message.contains("gpu_first"),
+        "{message}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        start.elapsed()
+    );
+    let after = app.balance().await;
+    assert_eq!(after["available"], before["available"], "{after}");
+    assert_eq!(after["reserved"].as_f64(), Some(0.0), "{after}");
+
+    // gpu_first falls back to the CPU worker.
+    let mut spec = job_spec("h264", "480p", 30, "mp4");
+    spec["policy"] = json!("gpu_first");
+    spec["confirm"] = json!(true);
+    let id = app.upload_job(&clip, spec).await;
+    let s = app.wait_terminal(&id, Duration::from_secs(60)).await;
+    assert_eq!(s["status"], "success", "{s}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn health_readiness_metrics_and_the_worker_registry() {
+    let app = spawn_app().await;
+    let (code, body) = app.get("/healthz").await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = app.get("/readyz").await;
+    assert_eq!(
+        (code, body["status"].as_str()),
+        (200, Some("ready")),
+        "{body}"
+    );
+
+    // One job, watched from the registry while it runs.
+    let clip = small_clip(app.dir.path(), "ops.mp4", 6);
+    let mut spec = job_spec("h265", "720p", 30, "mp4");
+    spec["confirm"] = json!(true);
+    let id = app.upload_job(&clip, spec).await;
+    app.wait_status(&id, "running", Duration::from_secs(30))
+        .await;
+    let (code, listed) = app.get("/admin/workers").await;
+    assert_eq!(code, 200, "{listed}");
+    let workers = listed["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 1, "{listed}");
+    let w = &workers[0];
+    assert_eq!(w["state"], "live", "{w}");
+    assert_eq!(w["slots"], 1, "{w}");
+    assert!(w["seconds_since_heartbeat"].is_null(), "camelCase: {w}");
+    assert!(w["secondsSinceHeartbeat"].as_f64().unwrap() < 10.0, "{w}");
+    let encoders: Vec<&str> = w["capabilities"]["encoders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        encoders.contains(&"libx264") && encoders.contains(&"libx265"),
+        "{w}"
+    );
+    assert_eq!(w["capabilities"]["libvmaf"], json!(true), "{w}");
+    let s = app.status(&id).await;
+    if s["status"] == "running" {
+        assert_eq!(w["currentJobs"], json!([id]), "{w}");
+    }
+    let s = app.wait_terminal(&id, Duration::from_secs(120)).await;
+    assert_eq!(s["status"], "success", "{s}");
+
+    let (code, text) = get_text(&app, "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(
+        text.contains("# TYPE convertrilo_queue_depth gauge"),
+        "{text}"
+    );
+    assert_eq!(sample(&text, "convertrilo_workers"), 1.0);
+    assert_eq!(sample(&text, "convertrilo_worker_slots"), 1.0);
+    assert_eq!(sample(&text, "convertrilo_queue_depth"), 0.0);
+    assert_eq!(sample(&text, "convertrilo_jobs{state=\"success\"}"), 1.0);
+    assert_eq!(sample(&text, "convertrilo_jobs{state=\"failed\"}"), 0.0);
+    assert_eq!(sample(&text, "convertrilo_encodes_total"), 1.0);
+    assert!(
+        sample(&text, "convertrilo_encode_seconds_total") > 0.0,
+        "{text}"
+    );
+
+    // Not for ordinary accounts, nor without a key.
+    let repos = &app.app_state.repos;
+    accounts::create_user(repos, "ops@example.com", "password123", false, None, None)
+        .await
+        .unwrap();
+    let (_, key) =
+        accounts::create_api_key(repos, "ops@example.com", "k", Scope::ALL.to_vec(), None)
+            .await
+            .unwrap();
+    let r = app
+        .client
+        .get(app.url("/admin/workers"))
+        .header("X-API-Key", key)
+        .send()
+        .await
+        .unwrap();
+    let code = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        (code, body["code"].as_str()),
+        (403, Some("forbidden")),
+        "{body}"
+    );
+    assert!(body["message"].as_str().unwrap().contains("administrator"));
+    let (code, _) = get_text(&app, "/admin/workers").await;
+    assert_eq!(code, 401);
+    app.stop().await;
+}
