@@ -406,7 +406,7 @@ async fn api_and_three_workers_on_postgres_and_s3_survive_a_killed_worker() {
     // Exactly once: one deduct per job and nothing left reserved, straight from the ledger.
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
     let rows = sqlx::query(
-        "SELECT job_id, kind, COUNT(*) AS n, SUM(amount) AS total FROM ledger_entries
+        "SELECT job_id, kind, COUNT(*) AS n, SUM(amount)::BIGINT AS total FROM ledger_entries
          WHERE job_id IS NOT NULL GROUP BY job_id, kind",
     )
     .fetch_all(&mut conn)
