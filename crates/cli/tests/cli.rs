@@ -167,6 +167,39 @@ async fn first_start_and_admin_commands() {
         server.stdout
     );
 
+    // The in-process worker is in the registry, as `convertrilo workers` shows it.
+    let out = Command::new(BIN)
+        .args(["workers", "--json", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let workers = listed["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 1, "{listed}");
+    assert_eq!(
+        (
+            workers[0]["state"].as_str(),
+            workers[0]["capabilities"]["slots"].as_u64()
+        ),
+        (Some("live"), Some(1)),
+        "{listed}"
+    );
+    let table = Command::new(BIN)
+        .args(["workers", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.starts_with("ID") && table.contains("libx264") && table.contains("live"),
+        "{table}"
+    );
+
     // Scripts create accounts while the server runs.
     let (ok, out, err) = admin(
         &data,

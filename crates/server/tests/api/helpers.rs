@@ -73,6 +73,8 @@ pub fn test_config(dir: &Path) -> Config {
         // Tests poll every 100 ms; on a busy machine an encode outlasts 100 polls a minute.
         // The limit itself is tested with its own settings (auth.rs).
         rate_limit_per_minute: 10_000,
+        // A stop or restart hands a running job back after 2 s instead of 25.
+        drain_timeout_secs: 2,
         ..Config::default()
     }
 }
@@ -264,6 +266,21 @@ impl TestApp {
             .await
             .unwrap();
         path
+    }
+
+    /// Signals the server to stop (what SIGTERM does) and waits for its drain to end; the
+    /// data directory and `app_state` stay for inspection.
+    pub async fn shut_down(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(Duration::from_secs(120), server)
+                .await
+                .expect("the server stops")
+                .unwrap()
+                .unwrap();
+        }
     }
 
     pub async fn stop(mut self) {

@@ -149,3 +149,75 @@ async fn health_readiness_metrics_and_the_worker_registry() {
     assert_eq!(code, 401);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_stop_drains_running_jobs_or_hands_them_back_without_using_an_attempt() {
+    let clip_dir = tempfile::tempdir().unwrap();
+
+    // Time enough to drain: the job in flight finishes before the process ends.
+    let mut app = spawn_app_with(|c| c.drain_timeout_secs = 120).await;
+    let short = small_clip(clip_dir.path(), "short.mp4", 3);
+    let mut spec = job_spec("h264", "480p", 30, "mp4");
+    spec["confirm"] = json!(true);
+    let id = app.upload_job(&short, spec).await;
+    app.wait_status(&id, "running", Duration::from_secs(30))
+        .await;
+    let repos = app.app_state.repos.clone();
+    app.shut_down().await;
+    let job = repos
+        .jobs
+        .job(id.parse().unwrap(), None)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(job.status, convertrilo_core::JobStatus::Success, "{job:?}");
+    assert!(
+        repos.workers.workers().await.unwrap().is_empty(),
+        "a drained worker leaves the registry"
+    );
+
+    // No time to drain: the job goes back to the queue, and its attempt is given back.
+    let mut app = spawn_app_with(|c| c.drain_timeout_secs = 0).await;
+    let long = clip_dir.path().join("long.mp4");
+    make_clip(
+        &long,
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=s=1280x720:r=30:d=20",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ],
+    );
+    let mut spec = job_spec("h265", "720p", 30, "mp4");
+    spec["preset"] = json!("slow");
+    spec["confirm"] = json!(true);
+    let id = app.upload_job(&long, spec).await;
+    app.wait_status(&id, "running", Duration::from_secs(30))
+        .await;
+    let repos = app.app_state.repos.clone();
+    app.shut_down().await;
+    let job_id = id.parse().unwrap();
+    let job = repos.jobs.job(job_id, None).await.unwrap().unwrap();
+    assert_eq!(job.status, convertrilo_core::JobStatus::Queued, "{job:?}");
+    assert_eq!(repos.jobs.queue_depth().await.unwrap(), 1);
+    let again = repos
+        .jobs
+        .claim(
+            "check/0",
+            Duration::from_secs(30),
+            3,
+            &convertrilo_db::ClaimFilter::any(),
+        )
+        .await
+        .unwrap()
+        .expect("the handed-back job is claimable");
+    assert_eq!(
+        (again.id, again.attempts),
+        (job_id, 1),
+        "the hand-back did not count"
+    );
+}
