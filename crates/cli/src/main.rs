@@ -263,7 +263,9 @@ async fn list_workers(
             .map(|w| {
                 serde_json::json!({
                     "id": w.worker.id, "host": w.worker.host, "version": w.worker.version,
-                    "state": state(&w.worker), "capabilities": w.worker.caps,
+                    "state": state(&w.worker), "slots": w.worker.caps.slots,
+                    "capabilities": w.worker.caps,
+                    "secondsSinceHeartbeat": (now - w.worker.last_seen).max(0) as f64 / 1000.0,
                     "currentJobs": w.jobs.iter().map(|j| j.to_string()).collect::<Vec<_>>(),
                     "startedAt": convertrilo_core::time::rfc3339(w.worker.started_at),
                     "lastHeartbeat": convertrilo_core::time::rfc3339(w.worker.last_seen),

@@ -42,7 +42,10 @@ impl Needs {
                 "a GPU encoder for {codec} (policy gpu_only); use policy gpu_first or fastest to allow CPU encoding"
             ));
         } else {
-            wants.push(format!("an encoder for {}", self.encoder));
+            wants.push(format!(
+                "an encoder for {codec}; start a worker whose ffmpeg has one, or choose another codec",
+                codec = self.encoder
+            ));
         }
         if self.vmaf {
             wants.push("ffmpeg with libvmaf (optimize: vmaf); use optimize: none to skip the quality search".into());

@@ -107,6 +107,11 @@ pub async fn run(
         cmd.env(key, value);
     }
     die_with_parent(&mut cmd);
+    // A process group of its own: a terminal's Ctrl-C or a supervisor's SIGTERM to the whole
+    // group (systemd's default) is for the worker, which drains and then stops ffmpeg itself;
+    // reaching ffmpeg directly would end the encode as a failure instead of a hand-back.
+    #[cfg(unix)]
+    cmd.process_group(0);
     let started = Instant::now();
     tracing::debug!(%command, "spawning");
     let mut child = cmd.spawn().map_err(|source| ProcessError::Spawn {

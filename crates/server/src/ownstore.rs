@@ -102,6 +102,60 @@ pub fn build(config: &Config, s3: &S3Client) -> anyhow::Result<Arc<dyn ObjectSto
     })
 }
 
+/// The file in a local object directory that names it; the database keeps the same name.
+const STORE_ID_FILE: &str = ".store-id";
+
+/// With local storage, makes sure this process uses the object directory that the database's
+/// other processes use: a worker started with another `--data-dir` would otherwise find no
+/// uploads (failing jobs) and write outputs nobody can download. The first process on a
+/// database names its directory (a random id in a file there, and the same id in the
+/// database); later processes must find that id in their directory.
+pub async fn check_local_store(
+    config: &Config,
+    repos: &convertrilo_db::Repos,
+) -> anyhow::Result<()> {
+    if s3_location(config)?.is_some() {
+        return Ok(());
+    }
+    let dir = config.objects_dir();
+    let file = dir.join(STORE_ID_FILE);
+    let mismatch = |ours: &str| {
+        anyhow::anyhow!(
+            "the object directory {} ({ours}) is not the one the other processes on this database use: \
+             on one machine, give every process the same --data-dir (CONVERTRILO_DATA_DIR); across \
+             machines, set storage_url to an S3 bucket (see \"Running on several machines\" in the README)",
+            dir.display(),
+            ours = if ours.is_empty() { "new and empty".to_string() } else { format!("store {ours}") }
+        )
+    };
+    match std::fs::read_to_string(&file) {
+        Ok(id) => {
+            let id = id.trim().to_string();
+            let known = repos
+                .accounts
+                .setting_or_insert("local_store_id", &id)
+                .await?;
+            if known != id {
+                return Err(mismatch(&id));
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            let known = repos
+                .accounts
+                .setting_or_insert("local_store_id", &id)
+                .await?;
+            if known != id {
+                return Err(mismatch(""));
+            }
+            std::fs::write(&file, format!("{id}\n"))
+                .with_context(|| format!("writing {}", file.display()))?;
+        }
+        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+    }
+    Ok(())
+}
+
 /// True when clients upload straight to the store (presigned links), not through the API.
 pub fn direct_uploads(state: &AppState) -> bool {
     state

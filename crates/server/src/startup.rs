@@ -60,7 +60,12 @@ pub async fn open_repos(config: &Config) -> anyhow::Result<Repos> {
         .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     convertrilo_db::connect(&config.database_url())
         .await
-        .context("opening the database")
+        .with_context(|| {
+            format!(
+                "opening the database {} (check CONVERTRILO_DATABASE_URL: host, port, user, password, database name)",
+                crate::config::redact_url(&config.database_url())
+            )
+        })
 }
 
 impl Application {
@@ -285,6 +290,10 @@ async fn stop(
     tasks: Vec<JoinHandle<()>>,
 ) {
     drain.cancel();
+    tracing::info!(
+        drain_timeout_secs = state.config.drain_timeout_secs,
+        "stopping: no new jobs; running jobs may finish"
+    );
     let mut slots = futures::future::join_all(slots);
     let grace = Duration::from_secs(state.config.drain_timeout_secs);
     if tokio::time::timeout(grace, &mut slots).await.is_err() {
@@ -294,6 +303,7 @@ async fn stop(
     }
     shutdown.cancel();
     futures::future::join_all(tasks).await;
+    tracing::info!("stopped");
 }
 
 impl Process {
@@ -365,6 +375,7 @@ impl Process {
             config.s3_part_size_bytes,
         );
         let store = crate::ownstore::build(&config, &s3)?;
+        crate::ownstore::check_local_store(&config, &repos).await?;
         let drive = DriveApi {
             http: http_client.clone(),
             api_base: config.google_drive_api_base.clone(),

@@ -12,14 +12,23 @@ pub struct LocalStore {
     staging: PathBuf,
 }
 
+/// How long a staging file must lie untouched before a starting process deletes it.
+const STALE_STAGING: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 impl LocalStore {
     pub fn new(root: impl Into<PathBuf>) -> std::io::Result<Self> {
         let root = root.into();
         let staging = root.join(".staging");
         std::fs::create_dir_all(&staging)?;
-        // Partial files from a previous process that died mid-upload are garbage.
+        // Partial files of a process that died mid-upload are garbage, but other processes
+        // may share this directory and be writing theirs right now: only files nobody has
+        // written to for a day go (a live upload touches its file continuously).
+        let stale = std::time::SystemTime::now() - STALE_STAGING;
         for entry in std::fs::read_dir(&staging)?.flatten() {
-            let _ = std::fs::remove_file(entry.path());
+            let modified = entry.metadata().and_then(|m| m.modified());
+            if modified.is_ok_and(|t| t < stale) {
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
         Ok(Self { root, staging })
     }

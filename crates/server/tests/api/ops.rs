@@ -221,3 +221,34 @@ async fn a_stop_drains_running_jobs_or_hands_them_back_without_using_an_attempt(
         "the hand-back did not count"
     );
 }
+
+#[tokio::test]
+async fn a_worker_on_another_local_object_directory_refuses_to_start() {
+    let app = spawn_app().await;
+    let other = tempfile::tempdir().unwrap();
+    let mut config = test_config(other.path());
+    // The API's database, but an object directory of its own: it would find no uploads and
+    // write outputs nobody can download.
+    config.database_url = Some(app.config.database_url());
+    let err = match convertrilo_server::startup::WorkerProcess::start(config.clone()).await {
+        Ok(_) => panic!("a worker on another object directory started"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("--data-dir") && err.contains("storage_url"),
+        "{err}"
+    );
+    assert!(
+        !config.objects_dir().join(".store-id").exists(),
+        "nothing claimed there"
+    );
+
+    // The same data directory is fine (what the README describes for one machine).
+    let mut same = test_config(app.dir.path());
+    same.database_url = Some(app.config.database_url());
+    let worker = convertrilo_server::startup::WorkerProcess::start(same)
+        .await
+        .expect("a worker on the API's data directory starts");
+    worker.run_until(async {}).await.unwrap();
+    app.stop().await;
+}

@@ -1,5 +1,5 @@
 //! Operations endpoints (`/healthz`, the process answers, is in `docs`): `/readyz` (it can reach its
-//! database and object store, and is not draining), `/metrics` (Prometheus text format) and
+//! database and object store), `/metrics` (Prometheus text format) and
 //! `GET /admin/workers` (the worker registry, for administrators).
 
 use crate::{
@@ -25,6 +25,8 @@ use serde::Serialize;
 use std::fmt::Write;
 use utoipa::ToSchema;
 
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/readyz", get(readyz))
@@ -38,14 +40,18 @@ pub fn router() -> Router<AppState> {
     (status = 503, description = "`{\"status\": \"unavailable\", \"failed\": [...]}` naming each failed check")))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     let mut failed = Vec::new();
-    if let Err(e) = state.repos.stats.ping().await {
-        failed.push(format!("database: {e}"));
+    // Load balancers give up on a probe after a few seconds; answer before they do.
+    match tokio::time::timeout(READY_TIMEOUT, state.repos.stats.ping()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => failed.push(format!("database: {e}")),
+        Err(_) => failed.push(format!("database: no answer within {READY_TIMEOUT:?}")),
     }
     // Asking for the size of an object that does not exist is the cheapest call every
     // store answers; "not found" is the healthy answer.
-    match state.store.size("readyz/probe").await {
-        Ok(_) | Err(convertrilo_storage::StorageError::NotFound(_)) => {}
-        Err(e) => failed.push(format!("object store: {e}")),
+    match tokio::time::timeout(READY_TIMEOUT, state.store.size("readyz/probe")).await {
+        Ok(Ok(_)) | Ok(Err(convertrilo_storage::StorageError::NotFound(_))) => {}
+        Ok(Err(e)) => failed.push(format!("object store: {e}")),
+        Err(_) => failed.push(format!("object store: no answer within {READY_TIMEOUT:?}")),
     }
     if failed.is_empty() {
         (
@@ -72,7 +78,7 @@ pub async fn metrics(State(state): State<AppState>) -> AppResult<Response> {
     let live_since = now - (state.config.worker_timeout_secs * 1000) as i64;
     let live: Vec<_> = workers
         .iter()
-        .filter(|w| w.worker.last_seen >= live_since)
+        .filter(|w| w.worker.last_seen >= live_since && !w.worker.stopping)
         .collect();
     let slots: u32 = live.iter().map(|w| w.worker.caps.slots).sum();
     let mut out = String::new();
