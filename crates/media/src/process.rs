@@ -413,6 +413,32 @@ mod tests {
         assert_eq!(program_name("ffmpeg"), "ffmpeg");
     }
 
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn children_run_in_a_process_group_of_their_own() {
+        // Field 5 of /proc/<pid>/stat is the process group; a signal to ours must not reach it.
+        let pgid = |stat: &str| {
+            stat.rsplit(") ")
+                .next()
+                .unwrap()
+                .split(' ')
+                .nth(2)
+                .unwrap()
+                .to_string()
+        };
+        let ours = pgid(&std::fs::read_to_string("/proc/self/stat").unwrap());
+        let out = run(
+            Path::new("/bin/sh"),
+            &s(&["-c", "cat /proc/$$/stat"]),
+            RunOptions::default(),
+            &mut |_: &str| {},
+        )
+        .await
+        .unwrap();
+        let child = pgid(&out.stdout);
+        assert_ne!(child, ours, "{}", out.stdout);
+    }
+
     #[tokio::test]
     async fn streams_lines_and_keeps_stderr_tail() {
         let mut lines = Vec::new();
