@@ -332,6 +332,7 @@ async fn encode_overhead(
             input: &args.clip,
             output: &output,
             passlog_prefix: &passlog,
+            crf: None,
         })?;
         let (mut service, mut bare) = (Vec::new(), Vec::new());
         let (mut service_bytes, mut bare_bytes) = (0, 0);
