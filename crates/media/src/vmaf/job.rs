@@ -17,9 +17,9 @@ use crate::plan::{default_crf, plan_encode, EncodePlan, PlanInput, VideoEncoder}
 use crate::probe::MediaInfo;
 use crate::process::{ProcessError, RunOptions, Tools};
 
-/// The search aims this far above the target, so that the file the samples predict lands on
-/// the target rather than just under it.
-pub const AIM_MARGIN: f64 = 0.3;
+/// The search aims this far above the target: the file lands on the target rather than just
+/// under it, while staying close (accuracy is the distance to the target either way).
+pub const AIM_MARGIN: f64 = 0.15;
 /// A whole file that scores this far from the goal gets the one correction.
 const CORRECT_BEYOND: f64 = 1.0;
 /// Frames scored per probe at most (a longer reel is scored every n-th frame).
@@ -195,6 +195,7 @@ pub async fn optimize(
     let score_opts = |subsample: f64| ScoreOptions {
         model,
         pix_fmt: fmt,
+        fps: out_fps,
         subsample: subsample.ceil().max(1.0) as u32,
         threads,
         log_path: log.clone(),

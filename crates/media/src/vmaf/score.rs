@@ -40,6 +40,8 @@ pub struct ScoreOptions {
     pub model: &'static str,
     /// Both streams are converted to this before comparing (libvmaf wants them alike).
     pub pix_fmt: &'static str,
+    /// The output's frame rate: frames are restamped at it (see [`score_args`]).
+    pub fps: f64,
     /// Score every n-th frame only (libvmaf `n_subsample`); 1 scores all.
     pub subsample: u32,
     /// libvmaf's own worker threads.
@@ -66,8 +68,15 @@ pub fn escape_filter_value(value: &str) -> String {
 }
 
 /// The ffmpeg argv scoring `distorted` against `reference`. `reference_filter` (the job's chain)
-/// is applied to the reference first when it is the source rather than the reel; both streams
-/// restart their clocks at zero so an encoder's start delay cannot misalign them.
+/// is applied to the reference first when it is the source rather than the reel.
+///
+/// Frames are paired by their index, not their timestamps: both streams are restamped at the
+/// same constant rate (`fps`, the output's). The two files come from the same frames, but their
+/// containers round timestamps differently (Matroska to the millisecond: a 30 fps frame at
+/// 66.67 ms is stored as 67 ms), and libvmaf's frame sync, pairing by timestamp, would then
+/// compare some frames with their neighbours: on high motion that scores near zero.
+/// `shortest=1` stops at the end of the shorter stream rather than comparing the longer one's
+/// surplus with a repeated last frame.
 pub fn score_args(
     distorted: &Path,
     reference: &Path,
@@ -82,13 +91,19 @@ pub fn score_args(
     a.extend(crate::plan::input_args(&distorted));
     a.extend(crate::plan::input_args(&reference));
     let fmt = opts.pix_fmt;
+    let fps = if opts.fps.is_finite() && opts.fps > 0.0 {
+        opts.fps
+    } else {
+        25.0
+    };
+    let restamp = format!("format={fmt},setpts=N/({fps:.6}*TB)");
     let reference_chain = match reference_filter {
-        Some(f) => format!("{f},format={fmt},setpts=PTS-STARTPTS"),
-        None => format!("format={fmt},setpts=PTS-STARTPTS"),
+        Some(f) => format!("{f},{restamp}"),
+        None => restamp.clone(),
     };
     let graph = format!(
-        "[0:v:0]format={fmt},setpts=PTS-STARTPTS[d];[1:{reference_stream}]{reference_chain}[r];\
-         [d][r]libvmaf=model=version={}:n_threads={}:n_subsample={}:log_fmt=json:log_path={log}",
+        "[0:v:0]{restamp}[d];[1:{reference_stream}]{reference_chain}[r];\
+         [d][r]libvmaf=model=version={}:n_threads={}:n_subsample={}:shortest=1:log_fmt=json:log_path={log}",
         opts.model,
         opts.threads.max(1),
         opts.subsample.max(1),
@@ -211,6 +226,7 @@ mod tests {
         let opts = ScoreOptions {
             model: MODEL,
             pix_fmt: "yuv420p",
+            fps: 30.0,
             subsample: 2,
             threads: 2,
             log_path: "/w/vmaf.json".into(),
@@ -228,6 +244,6 @@ mod tests {
             line.contains("-i file:/w/out.mp4 -format_whitelist"),
             "{line}"
         );
-        assert!(line.contains("-i file:/w/src.mkv -filter_complex [0:v:0]format=yuv420p,setpts=PTS-STARTPTS[d];[1:1]scale=640:360,setsar=1,format=yuv420p,format=yuv420p,setpts=PTS-STARTPTS[r];[d][r]libvmaf=model=version=vmaf_v0.6.1:n_threads=2:n_subsample=2:log_fmt=json:log_path=/w/vmaf.json -an -f null -"), "{line}");
+        assert!(line.contains("-i file:/w/src.mkv -filter_complex [0:v:0]format=yuv420p,setpts=N/(30.000000*TB)[d];[1:1]scale=640:360,setsar=1,format=yuv420p,format=yuv420p,setpts=N/(30.000000*TB)[r];[d][r]libvmaf=model=version=vmaf_v0.6.1:n_threads=2:n_subsample=2:shortest=1:log_fmt=json:log_path=/w/vmaf.json -an -f null -"), "{line}");
     }
 }

@@ -5,11 +5,18 @@
 //! The model. Over the range that matters, `ln(100.5 − VMAF)` is close to linear in CRF
 //! (measured on x264, x265 and SVT-AV1: each CRF step costs a near-constant fraction of the
 //! distance to a perfect score). So one probe and a typical slope already predict well, and
-//! two probes around the goal predict very well. Content that falls off a cliff (noise) is
-//! closer to linear in VMAF itself; where the two interpolations between bracketing probes
-//! disagree by more than half a VMAF point the search probes between them, otherwise it
-//! takes their midpoint without another encode. That stop rule, not a fixed tolerance
-//! ladder, is what saves probes against a bisection.
+//! two probes predict very well. The search stops without another encode when
+//! - a probe scored within a quarter point of the goal;
+//! - two probes bracket the goal and the two interpolations between them (linear in log
+//!   distance, and linear in VMAF, which fits content that falls off a cliff, like noise,
+//!   better) agree within 0.4 points: it takes their midpoint;
+//! - two probes measured the slope and the nearest is within a point of the goal: it
+//!   extrapolates;
+//! - the encoder's range ends (the goal is out of reach: the best setting, reported as such),
+//!   or [`MAX_PROBES`] were spent.
+//!
+//! These stop rules, not a fixed tolerance ladder or a bisection, are what save probes; the
+//! final measurement of the whole file is the check on them.
 //!
 //! The first probe is the CRF the job would use without a target: the natural prior, and it
 //! measures the size saved against that default for free.
@@ -93,11 +100,18 @@ pub enum Step {
     Done(Choice),
 }
 
-/// Stop when a probe scores within this much above the goal.
-const HIT_BAND: f64 = 0.6;
+/// Stop when a probe scores within this much of the goal.
+const HIT_BAND: f64 = 0.25;
 /// Take the interpolated CRF without probing it when the two models agree this closely
 /// (in VMAF points at the midpoint).
-const AGREEMENT: f64 = 0.5;
+const AGREEMENT: f64 = 0.4;
+/// With two probes measuring the slope, extrapolate to the goal without probing it when the
+/// nearest probe is this close (over one VMAF point the curve's bend is negligible).
+const EXTRAPOLATE_BAND: f64 = 1.0;
+/// Scores from here up are treated as saturated (see [`Search::slope_near`]).
+const SATURATED: f64 = 99.0;
+/// One step moves the log distance to a perfect score by at most this (a factor of ~4.5).
+const MAX_LOG_STEP: f64 = 1.5;
 /// Never more sample encodes than this, whatever the content does.
 pub const MAX_PROBES: usize = 6;
 
@@ -177,23 +191,33 @@ impl Search {
         (lo, hi)
     }
 
-    /// d ln(100.5 − VMAF)/d CRF from the two probes nearest `near` (in CRF), kept within a
-    /// factor of three of the prior so one noisy pair cannot send the next probe off the scale.
+    /// d ln(100.5 − VMAF)/d CRF from the two probes nearest `near`, kept within a factor of
+    /// five of the prior so one noisy pair cannot send the next probe off the scale. Probes
+    /// scoring 99 or more are left out: near a perfect score VMAF saturates and their log
+    /// distance says little about the slope.
     pub(crate) fn slope_near(&self, near: f64) -> f64 {
         let prior = self.scale.prior_slope;
-        let mut by_distance: Vec<&Probe> = self.probes.iter().collect();
+        let mut by_distance: Vec<&Probe> =
+            self.probes.iter().filter(|p| p.vmaf < SATURATED).collect();
         by_distance.sort_by(|a, b| (a.crf - near).abs().total_cmp(&(b.crf - near).abs()));
         match by_distance.as_slice() {
             [a, b, ..] if (a.crf - b.crf).abs() > 1e-9 => {
                 let s = (ylog(a.vmaf) - ylog(b.vmaf)) / (a.crf - b.crf);
                 if s.is_finite() {
-                    s.clamp(prior / 3.0, prior * 3.0)
+                    s.clamp(prior / 5.0, prior * 5.0)
                 } else {
                     prior
                 }
             }
             _ => prior,
         }
+    }
+
+    /// The CRF step from a probe scoring `from` to the goal at `slope`, at most
+    /// [`MAX_LOG_STEP`] of log distance (a saturated score would otherwise ask for a leap).
+    fn step_to_goal(&self, from: f64, slope: f64) -> f64 {
+        let dy = (ylog(self.goal) - ylog(from.min(SATURATED))).clamp(-MAX_LOG_STEP, MAX_LOG_STEP);
+        dy / slope
     }
 
     /// The two interpolations between a bracket: (linear in VMAF, linear in log distance).
@@ -250,13 +274,24 @@ impl Search {
         Some((la + t * (lb - la)).exp())
     }
 
+    /// `crf` on the grid between `low` and `high` (exclusive): rounded toward quality, unless
+    /// the next step up is still predicted to score (all but) the goal, since at low targets
+    /// one step is worth points.
+    fn on_grid(&self, crf: f64, low: f64, high: f64) -> Option<f64> {
+        let inside = |c: f64| {
+            let c = self.scale.floor(c);
+            (c > low + 1e-9 && c < high - 1e-9).then_some(c)
+        };
+        inside(crf + self.scale.quantum)
+            .filter(|&c| self.predict(c).is_some_and(|v| v >= self.goal - 0.15))
+            .or_else(|| inside(crf))
+    }
+
     /// What to do next.
     pub fn next(&self) -> Step {
         if self.probes.is_empty() {
             return Step::Probe(self.start);
         }
-        let (lo, hi) = self.bracket();
-        let capped = self.probes.len() >= self.max_probes;
         let done = |crf: f64, predicted: f64, reachable: bool| {
             Step::Done(Choice {
                 crf,
@@ -264,9 +299,22 @@ impl Search {
                 reachable,
             })
         };
+        let predicted_done = |crf: f64, reachable: bool| {
+            done(crf, self.predict(crf).unwrap_or(self.goal), reachable)
+        };
+        // A probe on the goal: nothing is worth another encode (of several, the cheapest).
+        if let Some(hit) = self
+            .probes
+            .iter()
+            .filter(|p| (p.vmaf - self.goal).abs() <= HIT_BAND)
+            .max_by(|a, b| a.crf.total_cmp(&b.crf))
+        {
+            return done(hit.crf, hit.vmaf, true);
+        }
+        let (lo, hi) = self.bracket();
+        let capped = self.probes.len() >= self.max_probes;
         match (lo, hi) {
-            // A probe just above the goal: nothing cheaper is worth another encode.
-            (Some(lo), _) if lo.vmaf <= self.goal + HIT_BAND => done(lo.crf, lo.vmaf, true),
+            // The goal lies between two probes.
             (Some(lo), Some(hi)) => {
                 if hi.crf - lo.crf <= self.scale.quantum + 1e-9 {
                     return done(lo.crf, lo.vmaf, true);
@@ -275,24 +323,9 @@ impl Search {
                 let mid = (c_lin + c_log) / 2.0;
                 let per_crf = (lo.vmaf - hi.vmaf) / (hi.crf - lo.crf);
                 let disagreement = (c_log - c_lin).abs() / 2.0 * per_crf;
-                // On the grid, strictly inside the bracket.
-                let inside = |c: f64| {
-                    let c = self.scale.floor(c);
-                    (c > lo.crf + 1e-9 && c < hi.crf - 1e-9).then_some(c)
-                };
-                // Rounded toward quality, unless the next grid step up is still predicted
-                // to score (all but) the goal: at low targets one step is worth points.
-                let up = inside(mid + self.scale.quantum)
-                    .filter(|&c| self.predict(c).is_some_and(|v| v >= self.goal - 0.25));
-                let candidate = up
-                    .or_else(|| inside(mid))
-                    .or_else(|| inside(mid + self.scale.quantum));
-                match candidate {
+                match self.on_grid(mid, lo.crf, hi.crf) {
                     None => done(lo.crf, lo.vmaf, true),
-                    Some(c) if disagreement <= AGREEMENT || capped => {
-                        let predicted = self.predict(c).unwrap_or(self.goal);
-                        done(c, predicted, true)
-                    }
+                    Some(c) if disagreement <= AGREEMENT || capped => predicted_done(c, true),
                     Some(c) => Step::Probe(c),
                 }
             }
@@ -301,7 +334,17 @@ impl Search {
                 if lo.crf >= self.scale.max || capped {
                     return done(lo.crf, lo.vmaf, true);
                 }
-                let step = (ylog(self.goal) - ylog(lo.vmaf)) / self.slope_near(lo.crf);
+                let step = self.step_to_goal(lo.vmaf, self.slope_near(lo.crf));
+                let target = (lo.crf + step).min(self.scale.max + self.scale.quantum);
+                // Close to the goal with a measured slope: a short extrapolation is as good
+                // as another probe.
+                if self.probes.len() >= 2 && lo.vmaf - self.goal <= EXTRAPOLATE_BAND {
+                    return match self.on_grid(target, lo.crf, self.scale.max + 1e-6) {
+                        Some(c) => predicted_done(c, true),
+                        // Not a whole grid step beyond the probe: the probe it is.
+                        None => done(lo.crf, lo.vmaf, true),
+                    };
+                }
                 let next = self.scale.round(lo.crf + step.max(self.scale.quantum));
                 if self.probed(next).is_some() {
                     return done(lo.crf, lo.vmaf, true);
@@ -325,7 +368,16 @@ impl Search {
                     // Out of reach inside the encoder's range: the best quality seen.
                     return done(best.crf, best.vmaf, false);
                 }
-                let step = (ylog(lowest.vmaf) - ylog(self.goal)) / self.slope_near(lowest.crf);
+                let step = -self.step_to_goal(lowest.vmaf, self.slope_near(lowest.crf));
+                let target = lowest.crf - step;
+                if self.probes.len() >= 2
+                    && self.goal - lowest.vmaf <= EXTRAPOLATE_BAND
+                    && target >= self.scale.min
+                {
+                    if let Some(c) = self.on_grid(target, target - 1.0, lowest.crf) {
+                        return predicted_done(c, true);
+                    }
+                }
                 let mut next = self.scale.round(lowest.crf - step.max(self.scale.quantum));
                 // Close to the end of the range: try the end itself, which settles it.
                 if next < self.scale.min + 4.0 * self.scale.quantum {
