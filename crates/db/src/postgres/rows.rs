@@ -99,5 +99,6 @@ pub(super) fn job(row: &PgRow) -> DbResult<Job> {
         output_purged_at: row.try_get("output_purged_at")?,
         source_ref: json_col(row, "source_ref")?,
         destination: json_col(row, "destination")?.unwrap_or_default(),
+        vmaf: json_col(row, "vmaf")?,
     })
 }

@@ -176,6 +176,9 @@ pub struct OnDemandStatusResponse {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub failure_message: Option<String>,
+    /// For `optimize: "vmaf"` jobs once they succeed (folder ingest can ask for it): the
+    /// VMAF reached, the CRF chosen and what the search cost. `null` otherwise.
+    pub vmaf: Option<convertrilo_core::vmaf::VmafReport>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -359,6 +362,7 @@ pub fn status_of(state: &AppState, job: &Job) -> OnDemandStatusResponse {
             }
             (_, m) => m.clone(),
         },
+        vmaf: job.vmaf.clone(),
     }
 }
 
