@@ -62,7 +62,11 @@ pub struct ApproveUnifiedRequest {
     pub policy: Option<Policy>,
     pub container: Option<Container>,
     pub quality: Option<Quality>,
+    /// `vmaf`: search for the smallest file whose VMAF reaches `vmafTarget` (the estimate
+    /// includes the `optimize` factor).
     pub optimize: Option<Optimize>,
+    /// The VMAF to reach with `optimize: "vmaf"`; 93 when left out.
+    #[schema(minimum = 50, maximum = 99)]
     pub vmaf_target: Option<f64>,
 }
 
@@ -72,7 +76,10 @@ pub struct ApproveUnifiedRequest {
 pub struct ConfirmRequest {
     pub container: Option<Container>,
     pub quality: Option<Quality>,
+    /// `vmaf`: search for the smallest file whose VMAF reaches `vmafTarget`.
     pub optimize: Option<Optimize>,
+    /// The VMAF to reach with `optimize: "vmaf"` (the contract allows 1–100 here; a target
+    /// out of reach is encoded at the best setting and reported as missed); 93 when left out.
     #[schema(minimum = 1, maximum = 100)]
     pub vmaf_target: Option<f64>,
 }

@@ -58,6 +58,12 @@ pub struct OnDemandEncodeRequest {
     pub bitrate_tier: Option<BitrateTier>,
     pub container: Option<Container>,
     pub quality: Option<Quality>,
+    /// `vmaf`: the smallest file whose VMAF reaches `vmafTarget` (an addition to the
+    /// contract, as on `POST /jobs`).
+    pub optimize: Option<convertrilo_core::spec::Optimize>,
+    /// The VMAF to reach with `optimize: "vmaf"`; 93 when left out.
+    #[schema(minimum = 50, maximum = 99)]
+    pub vmaf_target: Option<f64>,
     pub priority: Option<Priority>,
     /// Seconds the output stays downloadable after the job finishes.
     #[schema(minimum = 3600, maximum = 604800)]
