@@ -15,6 +15,7 @@ pub mod idempotency;
 pub mod ledger;
 pub mod model;
 pub mod postgres;
+mod row_mapping;
 pub mod sqlite;
 pub mod webhooks;
 pub mod workers;

@@ -4,6 +4,8 @@
 //! The NEU ledger's checks and the other topics live in `conformance/`, part of this one test
 //! binary.
 
+#[path = "conformance/auth.rs"]
+mod auth;
 #[path = "conformance/batch.rs"]
 mod batch;
 #[path = "conformance/ledger.rs"]
@@ -12,8 +14,12 @@ mod ledger;
 mod ledger_race;
 #[path = "conformance/ledger_trial.rs"]
 mod ledger_trial;
+#[path = "conformance/races.rs"]
+mod races;
 #[path = "conformance/secrets.rs"]
 mod secrets;
+#[path = "conformance/webhooks.rs"]
+mod webhooks;
 #[path = "conformance/workers.rs"]
 mod workers;
 
@@ -31,6 +37,8 @@ const PG_URL_VAR: &str = "CONVERTRILO_TEST_DATABASE_URL";
 /// One backend under test, named in failure messages. Dropping it deletes what it stored.
 pub(crate) struct Backend {
     name: &'static str,
+    /// Where it is, for a check that opens a second connection as another process would.
+    url: String,
     repos: Repos,
     /// The temporary directory or the database, deleted when dropped.
     _store: Box<dyn Send>,
@@ -69,6 +77,7 @@ pub(crate) async fn backends() -> Vec<Backend> {
     let mut all = vec![Backend {
         name: "SQLite",
         repos: connect(&url).await.unwrap(),
+        url,
         _store: Box::new(dir),
     }];
     match std::env::var(PG_URL_VAR) {
@@ -79,6 +88,7 @@ pub(crate) async fn backends() -> Vec<Backend> {
                 .unwrap_or_else(|e| panic!("PostgreSQL test database {}: {e}", db.name));
             all.push(Backend {
                 name: "PostgreSQL",
+                url: db.url.clone(),
                 repos,
                 _store: Box::new(db),
             });

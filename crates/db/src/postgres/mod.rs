@@ -40,7 +40,7 @@ const CHANNEL: &str = "convertrilo_queue";
 pub struct PgRepo {
     pool: PgPool,
     events: broadcast::Sender<QueueEvent>,
-    /// Random per process: marks the notifications this process sent.
+    /// Random per repository (so per process): marks the notifications it sent.
     origin: String,
     /// The task forwarding other processes' notifications; ended with the repository.
     listener: AbortHandle,

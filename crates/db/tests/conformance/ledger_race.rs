@@ -19,16 +19,16 @@ use std::{
 };
 
 /// xorshift64*: enough randomness for interleavings, and the seed is printed to replay one.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
     }
-    async fn pause(&mut self, max_ms: u64) {
+    pub(crate) async fn pause(&mut self, max_ms: u64) {
         tokio::time::sleep(Duration::from_millis(self.below(max_ms + 1))).await;
     }
 }
