@@ -11,11 +11,15 @@
 //! 5. The queue on SQLite and PostgreSQL (see `queue`): claims per second with 8 claimers on
 //!    1,000 queued jobs, and confirm → running latency with idle workers.
 //!
-//! `--only queue` (repeatable: encode, upload, stream, bulk, queue) runs a subset. PostgreSQL
+//! 6. VMAF-targeted encoding (see `vmaf`): our search beside a baseline implementing
+//!    ab-av1's crf-search, and both beside the default quality setting.
+//!
+//! `--only queue` (repeatable: encode, upload, stream, bulk, queue, vmaf) runs a subset. PostgreSQL
 //! comes from CONVERTRILO_BENCH_DATABASE_URL (default: the local server as user postgres); each
 //! measurement uses a database of its own, dropped afterwards.
 
 mod queue;
+mod vmaf;
 
 use anyhow::{bail, Context, Result};
 use convertrilo_core::request::parse_job_create;
@@ -67,8 +71,9 @@ fn parse_args() -> Result<Args> {
             "--stream-mib" => args.stream_mib = value()?.parse()?,
             "--only" => {
                 let section = value()?;
-                if !["encode", "upload", "stream", "bulk", "queue"].contains(&section.as_str()) {
-                    bail!("--only {section}: use encode, upload, stream, bulk or queue");
+                if !["encode", "upload", "stream", "bulk", "queue", "vmaf"].contains(&section.as_str())
+                {
+                    bail!("--only {section}: use encode, upload, stream, bulk, queue or vmaf");
                 }
                 args.only.push(section);
             }
@@ -332,6 +337,7 @@ async fn encode_overhead(
             input: &args.clip,
             output: &output,
             passlog_prefix: &passlog,
+            crf: None,
         })?;
         let (mut service, mut bare) = (Vec::new(), Vec::new());
         let (mut service_bytes, mut bare_bytes) = (0, 0);
@@ -647,6 +653,11 @@ async fn main() -> Result<()> {
     } else {
         None
     };
+    let vmaf_rows = if args.runs("vmaf") {
+        Some(vmaf::run(&tools, &args.clip, work.path()).await?)
+    } else {
+        None
+    };
     println!("\n== Summary ==");
     for (label, ratio) in &ratios {
         println!(
@@ -673,6 +684,11 @@ async fn main() -> Result<()> {
             bulk * 1000.0,
             met(bulk < 1.0)
         );
+    }
+    if let Some(rows) = &vmaf_rows {
+        for line in vmaf::summarize(rows) {
+            println!("{line}");
+        }
     }
     if let Some(rows) = queue {
         for r in rows {

@@ -101,6 +101,7 @@ fn queued_job(owner: UserId) -> Job {
         output_purged_at: None,
         source_ref: None,
         destination: Default::default(),
+        vmaf: None,
     }
 }
 

@@ -122,7 +122,22 @@ impl EncodeSpec {
                 self.codec
             ));
         }
+        if self.optimize == Optimize::Vmaf && self.passes > 1 {
+            // The quality search settles on one constant-quality setting, which is a 1-pass
+            // encode; a second pass would only be billed, never run.
+            return Err(
+                "optimize \"vmaf\" encodes in one pass at the quality setting its search picks: send passes 1 (or leave it out) with optimize vmaf, or optimize none for a 2-pass encode"
+                    .into(),
+            );
+        }
         Ok(())
+    }
+
+    /// The VMAF a `optimize: "vmaf"` job aims at: its `vmafTarget`, else the documented
+    /// default ([`crate::vmaf::DEFAULT_VMAF_TARGET`]). `None` for other jobs.
+    pub fn effective_vmaf_target(&self) -> Option<f64> {
+        (self.optimize == Optimize::Vmaf)
+            .then(|| self.vmaf_target.unwrap_or(crate::vmaf::DEFAULT_VMAF_TARGET))
     }
 
     /// The effective quality (contract: optional, service default `better`).
@@ -150,6 +165,22 @@ mod tests {
             .check_combination()
             .unwrap_err()
             .contains("use container mp4, mkv, webm for av1"));
+    }
+
+    #[test]
+    fn vmaf_is_one_pass_and_has_a_default_target() {
+        let mut s = EncodeSpec::new(Codec::H264, Resolution::P720, 30);
+        assert_eq!(s.effective_vmaf_target(), None);
+        s.optimize = Optimize::Vmaf;
+        assert_eq!(
+            s.effective_vmaf_target(),
+            Some(crate::vmaf::DEFAULT_VMAF_TARGET)
+        );
+        s.vmaf_target = Some(95.0);
+        assert_eq!(s.effective_vmaf_target(), Some(95.0));
+        assert!(s.check_combination().is_ok());
+        s.passes = 2;
+        assert!(s.check_combination().unwrap_err().contains("send passes 1"));
     }
 
     #[test]

@@ -4,6 +4,7 @@ use convertrilo_core::{
     external::{Destination, SourceRef},
     pricing::Factor,
     spec::EncodeSpec,
+    vmaf::VmafReport,
     ApiKeyId, JobId, JobStatus, Neu, Scope, UserId,
 };
 use serde_json::{Map, Value};
@@ -140,6 +141,8 @@ pub struct Job {
     pub source_ref: Option<SourceRef>,
     /// Where the output is delivered.
     pub destination: Destination,
+    /// What the VMAF search and measurement came to (`optimize: "vmaf"` jobs, on success).
+    pub vmaf: Option<VmafReport>,
 }
 
 /// A job to insert: `created`, or `queued` with a queue row and (when `reserve` is given) a
@@ -258,6 +261,8 @@ pub enum Outcome {
         /// The price of the output; `finish` deducts up to the job's reservation of it and
         /// releases the rest.
         cost: Neu,
+        /// A VMAF-targeted job's report, stored with the job.
+        vmaf: Option<VmafReport>,
     },
     Failed {
         message: String,

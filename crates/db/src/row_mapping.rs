@@ -107,6 +107,7 @@ macro_rules! row_mapping {
                 output_purged_at: row.try_get("output_purged_at")?,
                 source_ref: json_col(row, "source_ref")?,
                 destination: json_col(row, "destination")?.unwrap_or_default(),
+                vmaf: json_col(row, "vmaf")?,
             })
         }
     };

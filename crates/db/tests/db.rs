@@ -212,6 +212,7 @@ fn job(owner: UserId) -> Job {
         output_purged_at: None,
         source_ref: None,
         destination: Default::default(),
+        vmaf: None,
     }
 }
 
@@ -355,10 +356,24 @@ async fn job_lifecycle_and_tenant_scope() {
                 repos.jobs.heartbeat(j.id, "w2", LEASE, &p).await.unwrap(),
                 Heartbeat::Lost
             );
+            let report = convertrilo_core::vmaf::VmafReport {
+                target: 93.0,
+                mean: 93.412,
+                p5: 89.75,
+                target_met: true,
+                crf: 23.25,
+                default_crf: 22.0,
+                sample_encodes: 2,
+                full_encodes: 1,
+                bytes_saved_vs_default: Some(-1200),
+                model: "vmaf_v0.6.1".into(),
+                message: None,
+            };
             let done = Outcome::Success {
                 output_size: 1000,
                 duration_sec: Some(5.0),
                 cost: Neu::ZERO,
+                vmaf: Some(report.clone()),
             };
             assert!(
                 !repos.jobs.finish(j.id, "w2", &done).await.unwrap(),
@@ -383,6 +398,11 @@ async fn job_lifecycle_and_tenant_scope() {
                 )
             );
             assert!(fin.finished_at.is_some());
+            assert_eq!(
+                fin.vmaf,
+                Some(report),
+                "the VMAF report is kept with the job"
+            );
             assert_eq!(
                 repos
                     .jobs

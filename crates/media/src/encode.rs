@@ -141,6 +141,7 @@ mod tests {
             pix_fmt: "yuv420p",
             encoder: crate::plan::VideoEncoder::Libx264,
             has_audio: false,
+            filter: String::new(),
             passes: vec![vec!["1".into()], vec!["2".into()]],
         };
         let mut seen = Vec::new();

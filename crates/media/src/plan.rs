@@ -4,11 +4,14 @@
 
 use std::path::Path;
 
-use convertrilo_core::spec::{BitrateTier, Codec, Container, Preset, Quality, Resolution};
-use convertrilo_core::{EncodeSpec, WireEnum};
+use convertrilo_core::spec::{Codec, Container, Resolution};
+use convertrilo_core::EncodeSpec;
 
 use crate::error::MediaError;
 use crate::probe::MediaInfo;
+pub(crate) use crate::rate::constant_quality_args;
+pub use crate::rate::default_crf;
+use crate::rate::{target_kbps, RateControl};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum VideoEncoder {
@@ -87,6 +90,10 @@ pub struct PlanInput<'a> {
     pub output: &'a Path,
     /// Prefix for 2-pass statistics files (inside the job's scratch directory).
     pub passlog_prefix: &'a Path,
+    /// Encode at this constant-quality setting (CRF, or CQ on NVENC) in one pass without the
+    /// bitrate tier's VBV cap: what a VMAF-targeted job's search chose. `None`: the setting
+    /// follows `quality`, capped by the bitrate tier.
+    pub crf: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -98,6 +105,9 @@ pub struct EncodePlan {
     pub pix_fmt: &'static str,
     pub encoder: VideoEncoder,
     pub has_audio: bool,
+    /// The `-filter:v` chain (scale, square pixels, fps cap, pixel format): what turns source
+    /// frames into the frames the encoder sees. VMAF scoring puts the reference through it.
+    pub filter: String,
     /// The full argv of each ffmpeg run, without the program.
     pub passes: Vec<Vec<String>>,
 }
@@ -148,6 +158,8 @@ pub fn plan_encode(p: &PlanInput) -> Result<EncodePlan, MediaError> {
     // Also refuses pairs ffmpeg cannot mux (h264 in webm, av1 in mov).
     spec.check_combination().map_err(MediaError::Unsupported)?;
     let two_pass = match spec.passes {
+        // A chosen constant-quality setting is always one pass.
+        _ if p.crf.is_some() => false,
         1 => false,
         2 => true,
         n => {
@@ -183,6 +195,7 @@ pub fn plan_encode(p: &PlanInput) -> Result<EncodePlan, MediaError> {
         quality: spec.quality_or_default(),
         target_kbps: target,
         passlog: utf8(p.passlog_prefix)?,
+        crf: p.crf,
     };
     // NVENC does its 2-pass inside one run (`-multipass`), so it never needs a separate pass 1.
     let separate_passes = two_pass && !p.encoder.is_gpu();
@@ -238,11 +251,12 @@ pub fn plan_encode(p: &PlanInput) -> Result<EncodePlan, MediaError> {
         pix_fmt,
         encoder: p.encoder,
         has_audio: p.info.audio.is_some(),
+        filter,
         passes,
     })
 }
 
-fn strings(v: &[&str]) -> Vec<String> {
+pub(crate) fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
@@ -254,6 +268,13 @@ fn utf8(path: &Path) -> Result<&str, MediaError> {
 
 /// Flags every run shares, then the input.
 fn head(input: &str) -> Vec<String> {
+    let mut a = head_args();
+    a.extend(input_args(input));
+    a
+}
+
+/// Flags every ffmpeg run shares, before its inputs.
+pub(crate) fn head_args() -> Vec<String> {
     strings(&[
         "-hide_banner",
         "-nostdin",
@@ -264,6 +285,12 @@ fn head(input: &str) -> Vec<String> {
         "-nostats",
         "-progress",
         "pipe:1",
+    ])
+}
+
+/// One input (`file:` URL): input options apply per input, so each gets the whitelist.
+pub(crate) fn input_args(input: &str) -> Vec<String> {
+    strings(&[
         // Only plain media demuxers: see `probe::INPUT_FORMATS`.
         "-format_whitelist",
         crate::probe::INPUT_FORMATS,
@@ -282,140 +309,6 @@ fn pix_fmt_for(encoder: VideoEncoder, bit_depth: u32) -> &'static str {
         VideoEncoder::Libx265 | VideoEncoder::Libsvtav1 if bit_depth > 8 => "yuv420p10le",
         VideoEncoder::HevcNvenc | VideoEncoder::Av1Nvenc if bit_depth > 8 => "p010le",
         _ => "yuv420p",
-    }
-}
-
-/// The reference bitrate of the resolution the output really has (a small source that is not
-/// upscaled is budgeted as the smallest box that holds it), × tier × codec efficiency.
-fn target_kbps(spec: &EncodeSpec, out: (u32, u32), codec: Codec) -> u32 {
-    let (long, short) = (out.0.max(out.1), out.0.min(out.1));
-    let effective = Resolution::ALL
-        .iter()
-        .copied()
-        .find(|r| {
-            let (bl, bs) = r.box_dims();
-            long <= bl && short <= bs
-        })
-        .filter(|r| r.box_dims().0 < spec.resolution.box_dims().0)
-        .unwrap_or(spec.resolution);
-    let base: f64 = match effective {
-        Resolution::P480 => 1200.0,
-        Resolution::P720 => 2500.0,
-        Resolution::P1080 => 5000.0,
-        Resolution::P1440 => 9000.0,
-        Resolution::P2160 => 18000.0,
-        Resolution::P4320 => 50000.0,
-    };
-    let tier = match spec.bitrate_tier {
-        BitrateTier::Low => 0.6,
-        BitrateTier::Medium => 1.0,
-        BitrateTier::High => 1.6,
-    };
-    let codec_factor = match codec {
-        Codec::H264 => 1.0,
-        Codec::H265 => 0.65,
-        Codec::Av1 => 0.55,
-    };
-    (base * tier * codec_factor).round() as u32
-}
-
-struct RateControl<'a> {
-    encoder: VideoEncoder,
-    preset: Preset,
-    quality: Quality,
-    target_kbps: u32,
-    passlog: &'a str,
-}
-
-impl RateControl<'_> {
-    /// Preset and rate-control flags; `pass` is Some(1|2) for the runs of a CPU 2-pass encode.
-    fn args(&self, two_pass: bool, pass: Option<u8>) -> Vec<String> {
-        use VideoEncoder::*;
-        let k = |kbps: u32| format!("{kbps}k");
-        let target = k(self.target_kbps);
-        let maxrate = k(self.target_kbps * 2);
-        let bufsize = k(self.target_kbps * 4);
-        let q = |table: [u32; 3]| {
-            table[match self.quality {
-                Quality::Good => 0,
-                Quality::Better => 1,
-                Quality::Best => 2,
-            }]
-            .to_string()
-        };
-        let pick = |table: [&'static str; 3]| {
-            table[match self.preset {
-                Preset::Fast => 0,
-                Preset::Standard => 1,
-                Preset::Slow => 2,
-            }]
-        };
-        let mut a: Vec<String> = Vec::new();
-        match self.encoder {
-            Libx264 | Libx265 => {
-                a.extend(strings(&["-preset", pick(["veryfast", "medium", "slow"])]))
-            }
-            Libsvtav1 => a.extend(strings(&["-preset", pick(["10", "8", "5"])])),
-            H264Nvenc | HevcNvenc | Av1Nvenc => {
-                a.extend(strings(&["-preset", pick(["p2", "p4", "p6"])]))
-            }
-        }
-        let crf = match self.encoder {
-            Libx264 | H264Nvenc => q([25, 22, 19]),
-            Libx265 | HevcNvenc => q([28, 25, 22]),
-            Libsvtav1 | Av1Nvenc => q([38, 33, 28]),
-        };
-        match (self.encoder, two_pass) {
-            (Libx264 | Libx265, false) => a.extend(strings(&[
-                "-crf", &crf, "-maxrate", &maxrate, "-bufsize", &bufsize,
-            ])),
-            // SVT-AV1 honours -maxrate with CRF as "capped CRF" (verified: a noisy clip at
-            // crf 20 capped at 300k came out at ~315 kb/s instead of ~29 Mb/s).
-            (Libsvtav1, false) => a.extend(strings(&[
-                "-crf", &crf, "-maxrate", &maxrate, "-bufsize", &bufsize,
-            ])),
-            (Libx264 | Libx265, true) => a.extend(strings(&[
-                "-b:v", &target, "-maxrate", &maxrate, "-bufsize", &bufsize,
-            ])),
-            // SVT-AV1 rejects a max bitrate outside CRF mode ("Max Bitrate only supported with
-            // CRF mode"), and its VBR ignores the buffer size, so 2-pass is plain VBR.
-            (Libsvtav1, true) => a.extend(strings(&["-b:v", &target])),
-            // Constant quality within a VBV cap; -b:v 0 lets -cq drive the bitrate.
-            (H264Nvenc | HevcNvenc | Av1Nvenc, false) => a.extend(strings(&[
-                "-rc", "vbr", "-cq", &crf, "-b:v", "0", "-maxrate", &maxrate, "-bufsize", &bufsize,
-            ])),
-            // NVENC's own two passes over each frame at full resolution, in one run.
-            (H264Nvenc | HevcNvenc | Av1Nvenc, true) => a.extend(strings(&[
-                "-rc",
-                "vbr",
-                "-multipass",
-                "fullres",
-                "-b:v",
-                &target,
-                "-maxrate",
-                &maxrate,
-                "-bufsize",
-                &bufsize,
-            ])),
-        }
-        match (self.encoder, pass) {
-            (Libx264 | Libsvtav1, Some(n)) => a.extend(strings(&[
-                "-pass",
-                &n.to_string(),
-                "-passlogfile",
-                self.passlog,
-            ])),
-            // ffmpeg's -pass/-passlogfile only reach libx265 in recent builds; x265's own
-            // pass/stats parameters work in every ffmpeg. log-level=error silences x265's
-            // banner and per-encode statistics on stderr.
-            (Libx265, Some(n)) => a.extend(strings(&[
-                "-x265-params",
-                &format!("log-level=error:pass={n}:stats={}-x265.log", self.passlog),
-            ])),
-            (Libx265, None) => a.extend(strings(&["-x265-params", "log-level=error"])),
-            _ => {}
-        }
-        a
     }
 }
 

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::probe::{AudioStream, VideoStream};
-use convertrilo_core::spec::Policy;
+use convertrilo_core::spec::{BitrateTier, Policy, Preset, Quality};
 
 fn info(w: u32, h: u32) -> MediaInfo {
     MediaInfo {
@@ -51,6 +51,7 @@ fn plan(
         input: Path::new("/scratch/w/j/input"),
         output: Path::new("/scratch/w/j/output"),
         passlog_prefix: Path::new("/scratch/w/j/passlog"),
+        crf: None,
     })
 }
 
@@ -374,6 +375,7 @@ fn two_pass_x265_and_svt() {
         input: Path::new("/in"),
         output: Path::new("/out"),
         passlog_prefix: Path::new("/scratch/a:b/passlog"),
+        crf: None,
     })
     .unwrap_err();
     assert!(matches!(err, MediaError::Unsupported(_)));
@@ -456,4 +458,66 @@ fn encoder_names() {
         assert_eq!(VideoEncoder::cpu_for(e.codec()).codec(), e.codec());
         assert_eq!(VideoEncoder::nvenc_for(e.codec()).codec(), e.codec());
     }
+}
+
+#[test]
+fn a_chosen_crf_is_one_uncapped_pass() {
+    let src = info(1280, 720);
+    let mut s = spec(Codec::H264, Resolution::P720, Container::Mp4);
+    s.passes = 2;
+    let at = |s: &EncodeSpec, encoder, crf| {
+        plan_encode(&PlanInput {
+            info: &src,
+            spec: s,
+            encoder,
+            allow_upscale: false,
+            input: Path::new("/scratch/w/j/input"),
+            output: Path::new("/scratch/w/j/output"),
+            passlog_prefix: Path::new("/scratch/w/j/passlog"),
+            crf: Some(crf),
+        })
+        .unwrap()
+    };
+    let p = at(&s, VideoEncoder::Libx264, 23.25);
+    assert_eq!(p.passes.len(), 1, "a chosen CRF is never 2-pass");
+    let argv = &p.passes[0];
+    assert!(
+        has(argv, "-c:v libx264 -preset veryfast -crf 23.25"),
+        "{argv:?}"
+    );
+    assert!(
+        !argv.iter().any(|a| a == "-maxrate" || a == "-pass"),
+        "{argv:?}"
+    );
+    assert_eq!(p.filter, "scale=1280:720,setsar=1,format=yuv420p");
+    s.passes = 1;
+    s.codec = Codec::H265;
+    let argv = &at(&s, VideoEncoder::Libx265, 30.0).passes[0];
+    assert!(
+        has(argv, "-crf 30 -x265-params log-level=error"),
+        "{argv:?}"
+    );
+    s.codec = Codec::Av1;
+    s.container = Container::Mkv;
+    let argv = &at(&s, VideoEncoder::Libsvtav1, 41.4).passes[0];
+    assert!(
+        has(argv, "-preset 10 -crf 41"),
+        "SVT-AV1 takes whole CRFs: {argv:?}"
+    );
+    assert!(!argv.iter().any(|a| a == "-maxrate"), "{argv:?}");
+    let argv = &at(&s, VideoEncoder::Av1Nvenc, 30.0).passes[0];
+    assert!(has(argv, "-rc vbr -cq 30 -b:v 0"), "{argv:?}");
+    assert!(!argv.iter().any(|a| a == "-maxrate"), "{argv:?}");
+}
+
+#[test]
+fn default_crfs_follow_quality() {
+    use VideoEncoder::*;
+    assert_eq!(default_crf(Libx264, Quality::Better), 22.0);
+    assert_eq!(default_crf(Libx265, Quality::Good), 28.0);
+    assert_eq!(default_crf(Libsvtav1, Quality::Best), 28.0);
+    assert_eq!(crate::rate::crf_arg(Libx264, 22.0), "22");
+    assert_eq!(crate::rate::crf_arg(Libx264, 22.5), "22.5");
+    assert_eq!(crate::rate::crf_arg(Libx265, 22.251), "22.25");
+    assert_eq!(crate::rate::crf_arg(Libsvtav1, 22.5), "23");
 }

@@ -5,6 +5,8 @@
 
 #[path = "media/support.rs"]
 mod support;
+#[path = "media/vmaf.rs"]
+mod vmaf;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -444,6 +446,7 @@ async fn cancel_and_timeout_kill_ffmpeg_promptly() {
             input: &src,
             output,
             passlog_prefix: &dir.path().join("passlog"),
+            crf: None,
         })
         .unwrap()
     };

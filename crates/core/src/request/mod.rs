@@ -499,6 +499,70 @@ mod tests {
         assert_eq!(paths(&issues), ["sourceUrl"]);
     }
 
+    /// `optimize` and `vmafTarget` wherever the contract has them: 50–99, except the confirm
+    /// body's 1–100; bulk settings apply them to every item.
+    #[test]
+    fn vmaf_target_is_read_and_bounded_on_every_surface() {
+        let base = EncodeSpec::new(Codec::H264, Resolution::P720, 30);
+        let job = |t: Value| json!({"codec":"h264","resolution":"720p","fps":30,"optimize":"vmaf","vmafTarget":t});
+        let r = parse_job_create(&job(json!(95))).unwrap();
+        assert_eq!(
+            (r.spec.optimize, r.spec.vmaf_target),
+            (Optimize::Vmaf, Some(95.0))
+        );
+        for bad in [json!(49.9), json!(99.1), json!("95")] {
+            assert_eq!(
+                paths(&parse_job_create(&job(bad)).unwrap_err()),
+                ["vmafTarget"]
+            );
+        }
+        let s = parse_approve(&json!({"optimize":"vmaf","vmafTarget":50}), &base).unwrap();
+        assert_eq!(s.effective_vmaf_target(), Some(50.0));
+        assert_eq!(
+            paths(&parse_approve(&json!({"vmafTarget":100}), &base).unwrap_err()),
+            ["vmafTarget"]
+        );
+        let s = parse_confirm(&json!({"optimize":"vmaf","vmafTarget":100}), &base).unwrap();
+        assert_eq!(s.vmaf_target, Some(100.0));
+        let s = parse_confirm(&json!({"optimize":"vmaf"}), &base).unwrap();
+        assert_eq!(
+            s.effective_vmaf_target(),
+            Some(crate::vmaf::DEFAULT_VMAF_TARGET)
+        );
+        assert_eq!(
+            paths(&parse_confirm(&json!({"vmafTarget":0.5}), &base).unwrap_err()),
+            ["vmafTarget"]
+        );
+        let b = parse_bulk(&json!({
+            "jobs": [{"codec":"h264","resolution":"720p","fps":30}],
+            "settings": {"optimize":"vmaf","vmafTarget":91}
+        }))
+        .unwrap();
+        let item = b.items[0].as_ref().unwrap();
+        assert_eq!(item.spec.effective_vmaf_target(), Some(91.0));
+        let issues = parse_bulk(&json!({"jobs": [], "settings": {"vmafTarget": 120}})).unwrap_err();
+        assert!(
+            paths(&issues).contains(&"settings.vmafTarget"),
+            "{issues:?}"
+        );
+        let od = parse_ondemand(
+            &json!({"sourceUrl":"https://e.com/a.mp4","optimize":"vmaf","vmafTarget":97}),
+        )
+        .unwrap();
+        assert_eq!(od.spec.effective_vmaf_target(), Some(97.0));
+        let issues = parse_ondemand(&json!({"sourceUrl":"https://e.com/a.mp4","vmafTarget":10}))
+            .unwrap_err();
+        assert_eq!(paths(&issues), ["vmafTarget"]);
+        let f = parse_folder_ingest(
+            &json!({"sourceS3":{"bucket":"b"},"optimize":"vmaf","vmafTarget":92}),
+        )
+        .unwrap();
+        assert_eq!(f.spec.effective_vmaf_target(), Some(92.0));
+        let issues =
+            parse_folder_ingest(&json!({"sourceS3":{"bucket":"b"},"vmafTarget":100})).unwrap_err();
+        assert_eq!(paths(&issues), ["vmafTarget"]);
+    }
+
     #[test]
     fn overrides_apply_on_top() {
         let base = EncodeSpec::new(Codec::H264, Resolution::P720, 30);

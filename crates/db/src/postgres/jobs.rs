@@ -524,14 +524,16 @@ impl JobRepo for PgRepo {
                 output_size,
                 duration_sec,
                 cost,
+                vmaf,
             } => {
                 let row = sqlx::query(
                     "UPDATE jobs SET status = 'success', pct = 100, output_size = $1,
-                       output_duration_sec = $2, finished_at = $3, updated_at = $3
-                     WHERE id = $4 AND status = 'running' RETURNING user_id",
+                       output_duration_sec = $2, vmaf = $3, finished_at = $4, updated_at = $4
+                     WHERE id = $5 AND status = 'running' RETURNING user_id",
                 )
                 .bind(output_size)
                 .bind(duration_sec)
+                .bind(vmaf.as_ref().map(json))
                 .bind(now)
                 .bind(id.to_string())
                 .fetch_optional(&mut *tx)

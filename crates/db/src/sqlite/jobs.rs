@@ -503,14 +503,16 @@ impl JobRepo for SqliteRepo {
                 output_size,
                 duration_sec,
                 cost,
+                vmaf,
             } => {
                 let row = sqlx::query(
                     "UPDATE jobs SET status = 'success', pct = 100, output_size = ?,
-                       output_duration_sec = ?, finished_at = ?, updated_at = ?
+                       output_duration_sec = ?, vmaf = ?, finished_at = ?, updated_at = ?
                      WHERE id = ? AND status = 'running' RETURNING user_id",
                 )
                 .bind(output_size)
                 .bind(duration_sec)
+                .bind(vmaf.as_ref().map(json))
                 .bind(now)
                 .bind(now)
                 .bind(id.to_string())

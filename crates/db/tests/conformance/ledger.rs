@@ -54,6 +54,7 @@ pub(crate) fn success(cost: Neu) -> Outcome {
         output_size: 1,
         duration_sec: Some(1.0),
         cost,
+        vmaf: None,
     }
 }
 

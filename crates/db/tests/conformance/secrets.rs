@@ -58,6 +58,7 @@ async fn secrets_live_exactly_as_long_as_their_job() {
                 output_size: 1,
                 duration_sec: Some(1.0),
                 cost: convertrilo_core::Neu::ZERO,
+                vmaf: None,
             };
             assert!(jobs.finish(first.id, "w", &outcome).await.unwrap());
             assert_eq!(jobs.job_secret(first.id).await.unwrap(), None);

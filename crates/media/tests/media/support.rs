@@ -172,6 +172,7 @@ pub async fn encode(src: &Path, spec: &EncodeSpec, dir: &Path) -> Encoded {
         input: src,
         output: &output,
         passlog_prefix: &passlog,
+        crf: None,
     })
     .unwrap();
     let mut progress = Vec::new();

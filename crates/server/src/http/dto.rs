@@ -7,6 +7,7 @@ use convertrilo_core::{
     external::Destination,
     spec::{BitrateTier, Codec, Container, Optimize, Policy, Preset, Quality, Resolution},
     time::rfc3339,
+    vmaf::VmafReport,
     JobStatus, Neu,
 };
 use convertrilo_db::{Ingest, Job};
@@ -40,7 +41,10 @@ pub struct JobCreateRequest {
     pub source_s3: Option<super::routes::storage_docs::S3Source>,
     /// Probe, estimate and queue at once (for uploads: as soon as the upload finishes).
     pub confirm: Option<bool>,
+    /// `vmaf`: search for the smallest file whose VMAF reaches `vmafTarget` (priced at the
+    /// `optimize` factor of the price list). One pass: `passes` must be 1.
     pub optimize: Option<Optimize>,
+    /// The VMAF to reach with `optimize: "vmaf"`; 93 when left out.
     #[schema(minimum = 50, maximum = 99)]
     pub vmaf_target: Option<f64>,
 }
@@ -58,7 +62,11 @@ pub struct ApproveUnifiedRequest {
     pub policy: Option<Policy>,
     pub container: Option<Container>,
     pub quality: Option<Quality>,
+    /// `vmaf`: search for the smallest file whose VMAF reaches `vmafTarget` (the estimate
+    /// includes the `optimize` factor).
     pub optimize: Option<Optimize>,
+    /// The VMAF to reach with `optimize: "vmaf"`; 93 when left out.
+    #[schema(minimum = 50, maximum = 99)]
     pub vmaf_target: Option<f64>,
 }
 
@@ -68,7 +76,10 @@ pub struct ApproveUnifiedRequest {
 pub struct ConfirmRequest {
     pub container: Option<Container>,
     pub quality: Option<Quality>,
+    /// `vmaf`: search for the smallest file whose VMAF reaches `vmafTarget`.
     pub optimize: Option<Optimize>,
+    /// The VMAF to reach with `optimize: "vmaf"` (the contract allows 1–100 here; a target
+    /// out of reach is encoded at the best setting and reported as missed); 93 when left out.
     #[schema(minimum = 1, maximum = 100)]
     pub vmaf_target: Option<f64>,
 }
@@ -198,6 +209,10 @@ pub struct StatusResponse {
     /// Tokens charged: the price of the encoded duration, on success.
     #[schema(value_type = f64)]
     pub charged_neu: Neu,
+    /// For `optimize: "vmaf"` jobs once they succeed: the VMAF the file reached, the CRF
+    /// chosen, what the search cost and the size saved against the default setting. `null`
+    /// otherwise. (An addition to the contract.)
+    pub vmaf: Option<VmafReport>,
 }
 
 impl OutputTarget {
@@ -293,6 +308,7 @@ impl StatusResponse {
             estimated_neu: job.estimate,
             reserved_neu: reserved,
             charged_neu: charged,
+            vmaf: job.vmaf.clone(),
         }
     }
 }

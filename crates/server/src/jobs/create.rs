@@ -185,6 +185,7 @@ pub async fn prepare(state: &AppState, owner: UserId, d: Draft) -> AppResult<New
         output_purged_at: None,
         source_ref,
         destination: Destination::Cdn,
+        vmaf: None,
     };
     let mut reserve = None;
     if d.confirm && ingest != Ingest::Upload {

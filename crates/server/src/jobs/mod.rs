@@ -18,7 +18,7 @@ use convertrilo_core::{
     neu::total_price,
     pricing::Factor,
     request::SourceRequest,
-    spec::{Optimize, Priority},
+    spec::Priority,
     time::now_ms,
     EncodeSpec, ErrorCode, JobId, JobStatus, Neu, UserId,
 };
@@ -35,12 +35,8 @@ use std::time::Duration;
 /// on other machines. A job no live worker can run fails shortly after it is queued
 /// (see `queue_watch`).
 pub fn check_spec(_state: &AppState, spec: &EncodeSpec) -> AppResult<()> {
+    // Cross-field rules, among them that optimize vmaf is a 1-pass encode.
     spec.check_combination().map_err(AppError::bad_request)?;
-    if spec.optimize == Optimize::Vmaf {
-        return Err(AppError::bad_request(
-            "optimize: \"vmaf\" is not available on this server yet; send optimize \"none\" or leave it out",
-        ));
-    }
     Ok(())
 }
 

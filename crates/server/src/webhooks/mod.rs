@@ -61,6 +61,9 @@ pub fn event_payload(
             "metadata": job.metadata,
             "error": if ended_badly { job.failure_message.clone() } else { None },
             "failureCode": failure_code(status),
+            // An addition to the contract: what an optimize: "vmaf" job reached (null for
+            // other jobs, and before success).
+            "vmaf": job.vmaf,
         }
     })
 }

@@ -1,6 +1,7 @@
 //! Runs one claimed job: fetch the input (from the store, a URL, or the customer's S3 bucket
-//! or Drive), probe, plan, encode with progress, deliver the output (see `customer`), and
-//! record the outcome. A heartbeat task keeps the lease and publishes progress;
+//! or Drive), probe, plan, encode with progress (a VMAF-targeted job searches its CRF first
+//! and measures the result: `convertrilo_media::vmaf`), deliver the output (see `customer`),
+//! and record the outcome. A heartbeat task keeps the lease and publishes progress;
 //! if the job is canceled (here or from another process) ffmpeg is killed and the scratch
 //! directory removed.
 
@@ -9,8 +10,9 @@ use crate::state::AppState;
 use convertrilo_core::{neu::total_price, Neu};
 use convertrilo_db::{Heartbeat, Ingest, Job, Outcome, Progress, Reservation};
 use convertrilo_media::{
-    choose_encoder, plan_encode, probe, run_encode, MediaError, MediaInfo, PlanInput, RunOptions,
-    ScratchRoot,
+    choose_encoder, plan_encode, probe, run_encode,
+    vmaf::{optimize, VmafJob},
+    MediaError, MediaInfo, PlanInput, RunOptions, ScratchRoot, VideoEncoder,
 };
 use std::{
     sync::{Arc, Mutex},
@@ -279,35 +281,72 @@ async fn execute(
     let output = dir
         .path()
         .join(format!("output.{}", job.spec.container.extension()));
-    let passlog = dir.path().join("passlog");
-    let plan = plan_encode(&PlanInput {
-        info: &info,
-        spec: &job.spec,
-        encoder,
-        allow_upscale: state.config.allow_upscale,
-        input: &input,
-        output: &output,
-        passlog_prefix: &passlog,
-    })
-    .map_err(media_failure)?;
-    tracing::info!(
-        width = plan.width,
-        height = plan.height,
-        encoder = encoder.ffmpeg_name(),
-        passes = plan.passes.len(),
-        "encoding"
-    );
     let options = RunOptions {
         timeout: Some(Duration::from_secs(state.config.encode_timeout_secs)),
         cancel: Some(cancel.clone()),
         env: Vec::new(),
     };
     let duration = info.duration_sec.unwrap_or(0.0);
-    let report = run_encode(&state.tools, &plan, duration, options, &mut |fraction| {
-        set_progress(progress, |p| p.pct = Some(fraction * 100.0))
-    })
-    .await
-    .map_err(media_failure)?;
+    let mut on_progress =
+        |fraction: f64| set_progress(progress, |p| p.pct = Some(fraction * 100.0));
+    let (report, vmaf) = match job.spec.effective_vmaf_target() {
+        // A quality target: sample, search, encode at the chosen CRF and measure (progress
+        // covers all of it).
+        Some(target) => {
+            tracing::info!(
+                target,
+                encoder = encoder.ffmpeg_name(),
+                "encoding to a VMAF target"
+            );
+            let vmaf_job = VmafJob {
+                info: &info,
+                spec: &job.spec,
+                encoder,
+                allow_upscale: state.config.allow_upscale,
+                input: &input,
+                output: &output,
+                dir: dir.path(),
+                target,
+                has_libx264: state.caps.cpu_encoders.contains(&VideoEncoder::Libx264),
+            };
+            let done = optimize(&state.tools, &vmaf_job, options, &mut on_progress)
+                .await
+                .map_err(media_failure)?;
+            tracing::info!(
+                crf = done.report.crf,
+                vmaf = done.report.mean,
+                met = done.report.target_met,
+                sample_encodes = done.report.sample_encodes,
+                "VMAF-targeted encode finished"
+            );
+            (done.encode, Some(done.report))
+        }
+        None => {
+            let passlog = dir.path().join("passlog");
+            let plan = plan_encode(&PlanInput {
+                info: &info,
+                spec: &job.spec,
+                encoder,
+                allow_upscale: state.config.allow_upscale,
+                input: &input,
+                output: &output,
+                passlog_prefix: &passlog,
+                crf: None,
+            })
+            .map_err(media_failure)?;
+            tracing::info!(
+                width = plan.width,
+                height = plan.height,
+                encoder = encoder.ffmpeg_name(),
+                passes = plan.passes.len(),
+                "encoding"
+            );
+            let report = run_encode(&state.tools, &plan, duration, options, &mut on_progress)
+                .await
+                .map_err(media_failure)?;
+            (report, None)
+        }
+    };
     // A header can understate the length; a public job's cap holds for what was encoded.
     if job.kind == convertrilo_db::JobKind::Public {
         let encoded = report.output_duration_sec.unwrap_or(duration);
@@ -345,6 +384,7 @@ async fn execute(
         output_size: size as i64,
         duration_sec: report.output_duration_sec,
         cost,
+        vmaf,
     })
 }
 

@@ -24,4 +24,5 @@ mod s3server;
 mod sdk;
 mod ssrf;
 mod stream;
+mod vmaf;
 mod webhooks;

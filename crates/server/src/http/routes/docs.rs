@@ -77,7 +77,8 @@ use utoipa::{
         super::folder::FolderJob, super::folder::OutputDestination,
         super::storage_docs::S3Source, super::storage_docs::S3Output, super::storage_docs::S3FolderSource,
         super::storage_docs::S3FolderOutput, super::storage_docs::GoogleDriveOutput,
-        super::storage_docs::GoogleDriveFolderSource, super::ops::WorkersResponse, super::ops::WorkerView
+        super::storage_docs::GoogleDriveFolderSource, super::ops::WorkersResponse, super::ops::WorkerView,
+        convertrilo_core::vmaf::VmafReport
     )),
     modifiers(&SecuritySchemes)
 )]

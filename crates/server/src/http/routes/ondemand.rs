@@ -58,6 +58,12 @@ pub struct OnDemandEncodeRequest {
     pub bitrate_tier: Option<BitrateTier>,
     pub container: Option<Container>,
     pub quality: Option<Quality>,
+    /// `vmaf`: the smallest file whose VMAF reaches `vmafTarget` (an addition to the
+    /// contract, as on `POST /jobs`).
+    pub optimize: Option<convertrilo_core::spec::Optimize>,
+    /// The VMAF to reach with `optimize: "vmaf"`; 93 when left out.
+    #[schema(minimum = 50, maximum = 99)]
+    pub vmaf_target: Option<f64>,
     pub priority: Option<Priority>,
     /// Seconds the output stays downloadable after the job finishes.
     #[schema(minimum = 3600, maximum = 604800)]
@@ -176,6 +182,9 @@ pub struct OnDemandStatusResponse {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub failure_message: Option<String>,
+    /// For `optimize: "vmaf"` jobs once they succeed (folder ingest can ask for it): the
+    /// VMAF reached, the CRF chosen and what the search cost. `null` otherwise.
+    pub vmaf: Option<convertrilo_core::vmaf::VmafReport>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -359,6 +368,7 @@ pub fn status_of(state: &AppState, job: &Job) -> OnDemandStatusResponse {
             }
             (_, m) => m.clone(),
         },
+        vmaf: job.vmaf.clone(),
     }
 }
 
