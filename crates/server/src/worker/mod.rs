@@ -87,6 +87,8 @@ async fn slot_loop(
     // Subscribed before the first claim, so a job queued in between still wakes this slot.
     let mut events = state.repos.events.subscribe();
     while !drain.is_cancelled() {
+        // The lease a claim sets runs from no earlier than this moment (see run::LeaseGuard).
+        let asked = std::time::Instant::now();
         match state
             .repos
             .jobs
@@ -95,7 +97,7 @@ async fn slot_loop(
         {
             Ok(Some(job)) => {
                 let span = tracing::info_span!("job", id = %job.id, attempt = job.attempts);
-                run::run_job(&state, &scratch, &owner, job, &shutdown)
+                run::run_job(&state, &scratch, &owner, job, asked, &shutdown)
                     .instrument(span)
                     .await;
             }

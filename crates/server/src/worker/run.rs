@@ -16,7 +16,7 @@ use convertrilo_media::{
 };
 use std::{
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -41,6 +41,7 @@ pub(super) async fn run_job(
     scratch: &ScratchRoot,
     worker_id: &str,
     job: Job,
+    claimed_at: Instant,
     shutdown: &CancellationToken,
 ) {
     let id = job.id;
@@ -61,6 +62,7 @@ pub(super) async fn run_job(
         progress.clone(),
         cancel.clone(),
         heartbeat_done.clone(),
+        claimed_at,
     ));
 
     tracing::info!(codec = %job.spec.codec, resolution = %job.spec.resolution, "job started");
@@ -110,11 +112,14 @@ async fn heartbeat_loop(
     progress: SharedProgress,
     cancel: CancellationToken,
     done: CancellationToken,
+    claimed_at: Instant,
 ) {
     let lease = Duration::from_secs(state.config.lease_secs.max(1));
     // Often enough for lively progress and prompt cross-process cancels, and at least three
     // beats per lease so one slow write never loses it.
     let every = Duration::from_millis(1000).min(lease / 3);
+    // From the claim on, the lease holds only as long as renewals land.
+    let mut guard = LeaseGuard::new(lease, claimed_at);
     let mut first = true;
     loop {
         if !std::mem::take(&mut first) {
@@ -124,20 +129,64 @@ async fn heartbeat_loop(
             }
         }
         let snapshot = progress.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        match state
+        let sent = Instant::now();
+        // A renewal that cannot land before the lease runs out is of no use: wait no longer
+        // (the pool would otherwise keep this beat waiting for a connection for 15 s).
+        let beat = state
             .repos
             .jobs
-            .heartbeat(job.id, &worker_id, lease, &snapshot)
-            .await
-        {
-            Ok(Heartbeat::Continue) => {}
-            Ok(Heartbeat::Lost) => {
+            .heartbeat(job.id, &worker_id, lease, &snapshot);
+        match tokio::time::timeout(guard.left(sent), beat).await {
+            Ok(Ok(Heartbeat::Continue)) => guard.renewed(sent),
+            Ok(Ok(Heartbeat::Lost)) => {
                 tracing::info!("job canceled or lease lost; stopping it");
                 cancel.cancel();
                 return;
             }
-            Err(e) => tracing::warn!(error = %e, "heartbeat failed; will retry"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat failed; will retry"),
+            Err(_) => tracing::warn!("heartbeat timed out; will retry"),
         }
+        if guard.expired(Instant::now()) {
+            // Past this point another worker may claim the job: this one stops, so that only
+            // one of them encodes and delivers it (a customer bucket would otherwise get it
+            // twice), and the claimant's attempt is the one that counts.
+            tracing::warn!(
+                lease_secs = lease.as_secs(),
+                "lease expired without a renewal reaching the database; stopping the job"
+            );
+            cancel.cancel();
+            return;
+        }
+    }
+}
+
+/// How long this worker may still assume it holds a job's lease. Measured from when the claim
+/// and each successful renewal were *sent*: the database set the expiry no earlier than that,
+/// so the local deadline is never later than the real one.
+struct LeaseGuard {
+    lease: Duration,
+    renewed_at: Instant,
+}
+
+impl LeaseGuard {
+    fn new(lease: Duration, claimed_at: Instant) -> Self {
+        Self {
+            lease,
+            renewed_at: claimed_at,
+        }
+    }
+
+    fn renewed(&mut self, sent: Instant) {
+        self.renewed_at = self.renewed_at.max(sent);
+    }
+
+    fn left(&self, now: Instant) -> Duration {
+        self.lease
+            .saturating_sub(now.saturating_duration_since(self.renewed_at))
+    }
+
+    fn expired(&self, now: Instant) -> bool {
+        self.left(now).is_zero()
     }
 }
 
@@ -411,4 +460,25 @@ async fn fetch_stored(state: &AppState, key: &str, dest: &std::path::Path) -> Re
     }
     file.flush().await.map_err(io)?;
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LeaseGuard;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_lease_runs_out_a_lease_after_the_last_renewal_was_sent() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let mut g = LeaseGuard::new(s(30), t0);
+        assert_eq!(g.left(t0 + s(10)), s(20));
+        assert!(!g.expired(t0 + s(29)) && g.expired(t0 + s(30)));
+        g.renewed(t0 + s(20));
+        assert_eq!(g.left(t0 + s(40)), s(10));
+        assert!(!g.expired(t0 + s(49)) && g.expired(t0 + s(50)));
+        // A late answer to an older renewal does not move the deadline back.
+        g.renewed(t0 + s(5));
+        assert!(!g.expired(t0 + s(49)));
+    }
 }

@@ -1,6 +1,7 @@
 //! Operations: a job no live worker can run fails fast with a message that says what to
 //! change (and its tokens come back), `/healthz`, `/readyz`, `/metrics` and the worker
-//! registry through `GET /admin/workers` (administrators only).
+//! registry through `GET /admin/workers` (administrators only), draining at a stop, and a
+//! worker that stops encoding when it can no longer renew its lease.
 
 use crate::helpers::*;
 use convertrilo_core::{Scope, WireEnum};
@@ -250,5 +251,112 @@ async fn a_worker_on_another_local_object_directory_refuses_to_start() {
         .await
         .expect("a worker on the API's data directory starts");
     worker.run_until(async {}).await.unwrap();
+    app.stop().await;
+}
+
+/// The ffmpeg processes working inside `dir` (their argv names files under it).
+fn ffmpeg_processes_under(dir: &std::path::Path) -> Vec<u32> {
+    let needle = dir.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let argv = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let argv = String::from_utf8_lossy(&argv);
+            argv.split('\0')
+                .next()
+                .is_some_and(|p| p.ends_with("ffmpeg"))
+                && argv.contains(&needle)
+        })
+        .collect()
+}
+
+/// A worker that cannot renew its lease (the database is out of its reach) stops encoding
+/// when the lease runs out, since another worker may claim the job from then on; once the
+/// database is back the job is claimed again and runs.
+#[tokio::test]
+async fn a_worker_that_cannot_renew_its_lease_stops_when_the_lease_runs_out() {
+    use sqlx::{Connection, Executor};
+    let clip_dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(|c| c.lease_secs = 3).await;
+    let long = clip_dir.path().join("long.mp4");
+    make_clip(
+        &long,
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=s=1280x720:r=30:d=20",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ],
+    );
+    let mut spec = job_spec("h265", "720p", 30, "mp4");
+    spec["preset"] = json!("slow");
+    spec["confirm"] = json!(true);
+    let id = app.upload_job(&long, spec).await;
+    app.wait_status(&id, "running", Duration::from_secs(30))
+        .await;
+    let data = app.config.data_dir.clone();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while ffmpeg_processes_under(&data).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "ffmpeg never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Cut the worker off from the database: an exclusive transaction blocks every write,
+    // so no renewal lands (and no other worker could claim the job meanwhile either).
+    let mut db = sqlx::SqliteConnection::connect(&app.config.database_url())
+        .await
+        .unwrap();
+    db.execute("BEGIN EXCLUSIVE").await.unwrap();
+    let cut = std::time::Instant::now();
+    // The lease (3 s) runs out; ffmpeg must be gone soon after, well before the 20 s encode
+    // would end on its own.
+    let mut stopped_after = None;
+    while cut.elapsed() < Duration::from_secs(8) {
+        if ffmpeg_processes_under(&data).is_empty() {
+            stopped_after = Some(cut.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stopped_after = stopped_after.expect("the encode went on after its lease ran out");
+    assert!(
+        stopped_after >= Duration::from_secs(2),
+        "stopped after {stopped_after:?}: before the lease could have run out"
+    );
+    db.execute("ROLLBACK").await.unwrap();
+    drop(db);
+
+    // The database is back: the job is claimed again (a second attempt) and encodes.
+    app.wait_status(&id, "running", Duration::from_secs(30))
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let job_id = id.parse().unwrap();
+    loop {
+        let job = app
+            .app_state
+            .repos
+            .jobs
+            .job(job_id, None)
+            .await
+            .unwrap()
+            .unwrap();
+        if job.attempts == 2 && !ffmpeg_processes_under(&data).is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not claimed again: {job:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, _) = app.post_empty(&format!("/jobs/{id}/cancel")).await;
+    assert_eq!(code, 200);
+    app.wait_status(&id, "canceled", Duration::from_secs(10))
+        .await;
     app.stop().await;
 }
