@@ -40,5 +40,7 @@ crate::wire_enum!(
         // A customer's storage (S3 endpoint, Google Drive) could not be reached or kept
         // failing; the same request may work later.
         UpstreamUnavailable => "upstream_unavailable",
+        // The service's own database could not be reached in time; retry later.
+        DatabaseUnavailable => "database_unavailable",
     }
 );

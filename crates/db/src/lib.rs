@@ -58,6 +58,22 @@ pub enum DbError {
     Invalid(String),
 }
 
+impl DbError {
+    /// The database could not be reached in time (no pooled connection came free, the
+    /// connection broke): a passing condition, not a fault of the request.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self,
+            DbError::Sqlx(
+                sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+            )
+        )
+    }
+}
+
 pub type DbResult<T> = Result<T, DbError>;
 
 #[async_trait]

@@ -138,7 +138,15 @@ impl IntoResponse for AppError {
             required: self.required,
             available: self.available,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // Every 503 here is a passing condition: say when a retry makes sense.
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("5"),
+            );
+        }
+        response
     }
 }
 
@@ -148,6 +156,14 @@ impl From<convertrilo_db::DbError> for AppError {
         match e {
             D::NotFound(what) => AppError::not_found(format!("no such {what}")),
             D::Invalid(message) => AppError::bad_request(message),
+            unreachable if unreachable.is_unreachable() => {
+                tracing::error!(error = %unreachable, "database unreachable");
+                AppError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::DatabaseUnavailable,
+                    "the service's database cannot be reached right now; nothing was changed, retry in a few seconds",
+                )
+            }
             other => AppError::internal(other),
         }
     }
@@ -172,3 +188,25 @@ impl From<convertrilo_storage::StorageError> for AppError {
 }
 
 pub type AppResult<T> = Result<T, AppError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_database_is_a_503_to_retry_and_other_faults_stay_internal() {
+        let r = AppError::from(convertrilo_db::DbError::Sqlx(sqlx::Error::PoolTimedOut))
+            .into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()["retry-after"], "5");
+        let e = AppError::from(convertrilo_db::DbError::Sqlx(sqlx::Error::RowNotFound));
+        assert_eq!(
+            (e.status, e.code),
+            (StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::InternalError)
+        );
+        let e = AppError::from(convertrilo_db::DbError::Sqlx(sqlx::Error::Io(
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        )));
+        assert_eq!(e.code, ErrorCode::DatabaseUnavailable);
+    }
+}
