@@ -34,7 +34,7 @@ enum Command {
     Serve(ServeArgs),
     /// Run encode workers only, on the database and object store of the configuration
     /// (CONVERTRILO_DATABASE_URL, CONVERTRILO_STORAGE_URL, …); stops on SIGTERM after its
-    /// jobs finish (or hands them back after drain_timeout_secs).
+    /// jobs finish (or hands them back after drain_timeout_secs, or at a second SIGTERM).
     Worker(WorkerArgs),
     /// List registered worker processes: state, capabilities, current jobs, last heartbeat.
     Workers {
@@ -206,7 +206,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     println!("    -d '{{\"codec\":\"h264\",\"resolution\":\"720p\",\"fps\":30,\"sourceUrl\":\"https://example.com/video.mp4\",\"confirm\":true}}'");
     println!("  curl -s {url}/jobs/JOB_ID/status -H \"X-API-Key: {key_ref}\"\n");
-    app.run_until(shutdown_signal()).await
+    let hurry = app.hand_back_now();
+    app.run_until(stop_signals(hurry)).await
 }
 
 async fn worker(config: Config) -> anyhow::Result<()> {
@@ -237,7 +238,8 @@ async fn worker(config: Config) -> anyhow::Result<()> {
         },
         if caps.libvmaf { "yes" } else { "no" }
     );
-    process.run_until(shutdown_signal()).await
+    let hurry = process.hand_back_now();
+    process.run_until(stop_signals(hurry)).await
 }
 
 async fn list_workers(
@@ -309,6 +311,16 @@ async fn list_workers(
         );
     }
     Ok(())
+}
+
+/// Resolves at the first stop signal, which starts a graceful stop (running jobs get
+/// `drain_timeout_secs` to finish); a second signal then hands them back at once.
+async fn stop_signals(hurry: impl Fn() + Send + 'static) {
+    shutdown_signal().await;
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        hurry();
+    });
 }
 
 async fn shutdown_signal() {

@@ -1,6 +1,7 @@
 //! The `convertrilo` binary as users and scripts run it: first start, admin commands against
-//! a running server's data directory, recovery after the process is killed mid-encode, and
-//! (in `cli/fleet.rs`) an API with separate worker processes on PostgreSQL and S3.
+//! a running server's data directory, recovery after the process is killed mid-encode, a
+//! second stop signal cutting a drain short, and (in `cli/fleet.rs`) an API with separate
+//! worker processes on PostgreSQL and S3.
 
 #[path = "cli/fleet.rs"]
 mod fleet;
@@ -533,4 +534,105 @@ async fn killed_mid_encode_the_job_is_requeued_and_completes() {
         probe.contains("hevc,640,360"),
         "a 640x360 source fits 480p as it is: {probe}"
     );
+}
+
+/// The first SIGTERM starts a drain (the running encode goes on); a second one hands the job
+/// back to the queue at once instead of waiting out `drain_timeout_secs`.
+#[tokio::test]
+async fn a_second_stop_signal_hands_the_running_job_back_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let clip = dir.path().join("long.mp4");
+    let made = Command::new(tool("CONVERTRILO_FFMPEG", "ffmpeg"))
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .args(["testsrc2=s=1280x720:r=30:d=20", "-c:v", "libx264"])
+        .args(["-preset", "ultrafast"])
+        .arg(&clip)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let env = [
+        ("CONVERTRILO_DRAIN_TIMEOUT_SECS", "600"),
+        ("CONVERTRILO_RATE_LIMIT_PER_MINUTE", "100000"),
+    ];
+    let mut server = Server::start(&data, &env);
+    let key = server.key.clone().unwrap();
+    let client = reqwest::Client::new();
+    let spec = json!({"codec": "h265", "resolution": "720p", "fps": 30, "preset": "slow", "confirm": true});
+    let created: Value = client
+        .post(format!("{}/jobs", server.base))
+        .header("X-API-Key", &key)
+        .json(&spec)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["jobId"].as_str().unwrap().to_string();
+    let put = client
+        .put(created["upload"]["url"].as_str().unwrap())
+        .body(std::fs::read(&clip).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 200);
+    let status = |base: String| {
+        let (client, key, id) = (client.clone(), key.clone(), id.clone());
+        async move {
+            client
+                .get(format!("{base}/jobs/{id}/status"))
+                .header("X-API-Key", &key)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while processes_mentioning(&id) == 0 {
+        let s = status(server.base.clone()).await;
+        assert!(Instant::now() < deadline, "never got going: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let sigterm = |pid: u32| {
+        Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap()
+    };
+    let pid = server.child.id();
+    assert!(sigterm(pid).success());
+    // Draining: the process stays, and so does its encode.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "the first signal only drains"
+    );
+    assert!(
+        processes_mentioning(&id) > 0,
+        "the drain stopped the encode"
+    );
+    assert!(sigterm(pid).success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(exit) = server.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still draining after a second signal"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "a stop is a clean exit: {exit}");
+    assert_eq!(processes_mentioning(&id), 0, "ffmpeg outlived the stop");
+
+    // Back in the queue, waiting for a worker (this start runs none).
+    let api_only = Server::start(&data, &[("CONVERTRILO_WORKERS", "0")]);
+    let s = status(api_only.base.clone()).await;
+    assert_eq!(s["status"], "queued", "{s}");
 }

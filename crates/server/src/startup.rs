@@ -158,6 +158,16 @@ impl Application {
         &self.state
     }
 
+    /// A switch that cuts a stop's drain short: running jobs are handed back to the queue
+    /// at once (for an operator who sends a second stop signal rather than wait).
+    pub fn hand_back_now(&self) -> impl Fn() + Send + Sync + 'static {
+        let shutdown = self.shutdown.clone();
+        move || {
+            tracing::warn!("stop hurried: handing running jobs back to the queue now");
+            shutdown.cancel()
+        }
+    }
+
     /// Serves until `signal` completes, then drains: no new requests or jobs, running jobs
     /// get `drain_timeout_secs` to finish, and the rest go back to the queue.
     pub async fn run_until(
@@ -228,6 +238,16 @@ impl WorkerProcess {
 
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// A switch that cuts a stop's drain short: running jobs are handed back to the queue
+    /// at once (for an operator who sends a second stop signal rather than wait).
+    pub fn hand_back_now(&self) -> impl Fn() + Send + Sync + 'static {
+        let shutdown = self.shutdown.clone();
+        move || {
+            tracing::warn!("stop hurried: handing running jobs back to the queue now");
+            shutdown.cancel()
+        }
     }
 
     /// Works until `signal` completes, then drains as [`Application::run_until`] does.
