@@ -180,18 +180,24 @@ async fn measure(
     Ok(run_score(tools, &args, &log, duration, opts(), &mut |_| {}).await?)
 }
 
+/// Encodes the whole source at `crf` (`None`: the job's default setting) and scores it.
+async fn encode_measured(
+    tools: &Tools,
+    info: &MediaInfo,
+    input: &Input,
+    output: &Path,
+    crf: Option<f64>,
+    work: &Path,
+) -> Result<Score> {
+    let plan = plan(info, input, output, crf)?;
+    let duration = info.duration_sec.unwrap_or(0.0);
+    run_encode(tools, &plan, duration, opts(), &mut |_| {}).await?;
+    measure(tools, info, input, &plan, output, work).await
+}
+
 async fn default_row(tools: &Tools, info: &MediaInfo, input: &Input, work: &Path) -> Result<Row> {
     let output = work.join(format!("default.{}", input.spec.container.extension()));
-    let plan = plan(info, input, &output, None)?;
-    run_encode(
-        tools,
-        &plan,
-        info.duration_sec.unwrap_or(0.0),
-        opts(),
-        &mut |_| {},
-    )
-    .await?;
-    let score = measure(tools, info, input, &plan, &output, work).await?;
+    let score = encode_measured(tools, info, input, &output, None, work).await?;
     Ok(Row {
         input: input.label.clone(),
         target: 0.0,
@@ -393,16 +399,7 @@ async fn baseline(
     };
     let search_secs = started.elapsed().as_secs_f64();
     let output = dir.join(format!("out.{}", input.spec.container.extension()));
-    let final_plan = plan(info, input, &output, Some(chosen))?;
-    run_encode(
-        tools,
-        &final_plan,
-        info.duration_sec.unwrap_or(0.0),
-        opts(),
-        &mut |_| {},
-    )
-    .await?;
-    let score = measure(tools, info, input, &final_plan, &output, work).await?;
+    let score = encode_measured(tools, info, input, &output, Some(chosen), work).await?;
     let total_secs = started.elapsed().as_secs_f64();
     let bytes = std::fs::metadata(&output)?.len();
     let _ = std::fs::remove_dir_all(&dir);

@@ -141,6 +141,35 @@ fn admin(data: &Path, args: &[&str]) -> (bool, String, String) {
     )
 }
 
+/// Creates an upload job from `spec` and uploads `clip` into it; returns the job id.
+async fn upload_job(
+    client: &reqwest::Client,
+    server: &Server,
+    key: &str,
+    clip: &Path,
+    spec: Value,
+) -> String {
+    let created: Value = client
+        .post(format!("{}/jobs", server.base))
+        .header("X-API-Key", key)
+        .json(&spec)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["jobId"].as_str().unwrap().to_string();
+    let put = client
+        .put(created["upload"]["url"].as_str().unwrap())
+        .body(std::fs::read(clip).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 200);
+    id
+}
+
 fn processes_mentioning(needle: &str) -> usize {
     std::fs::read_dir("/proc")
         .unwrap()
@@ -420,24 +449,7 @@ async fn killed_mid_encode_the_job_is_requeued_and_completes() {
     let key = server.key.clone().unwrap();
     let client = reqwest::Client::new();
     let spec = json!({"codec": "h265", "resolution": "480p", "fps": 30, "preset": "slow", "confirm": true});
-    let created: Value = client
-        .post(format!("{}/jobs", server.base))
-        .header("X-API-Key", &key)
-        .json(&spec)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["jobId"].as_str().unwrap().to_string();
-    let put = client
-        .put(created["upload"]["url"].as_str().unwrap())
-        .body(std::fs::read(&clip).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status().as_u16(), 200);
+    let id = upload_job(&client, &server, &key, &clip, spec).await;
 
     let status_url = |base: &str| format!("{base}/jobs/{id}/status");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -559,24 +571,7 @@ async fn a_second_stop_signal_hands_the_running_job_back_at_once() {
     let key = server.key.clone().unwrap();
     let client = reqwest::Client::new();
     let spec = json!({"codec": "h265", "resolution": "720p", "fps": 30, "preset": "slow", "confirm": true});
-    let created: Value = client
-        .post(format!("{}/jobs", server.base))
-        .header("X-API-Key", &key)
-        .json(&spec)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["jobId"].as_str().unwrap().to_string();
-    let put = client
-        .put(created["upload"]["url"].as_str().unwrap())
-        .body(std::fs::read(&clip).unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status().as_u16(), 200);
+    let id = upload_job(&client, &server, &key, &clip, spec).await;
     let status = |base: String| {
         let (client, key, id) = (client.clone(), key.clone(), id.clone());
         async move {

@@ -151,6 +151,32 @@ async fn health_readiness_metrics_and_the_worker_registry() {
     app.stop().await;
 }
 
+/// Starts a job that encodes for a long while (20 s of 720p into slow h265) and returns its
+/// id once it runs.
+async fn start_long_encode(app: &TestApp, clip_dir: &std::path::Path) -> String {
+    let long = clip_dir.join("long.mp4");
+    make_clip(
+        &long,
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=s=1280x720:r=30:d=20",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ],
+    );
+    let mut spec = job_spec("h265", "720p", 30, "mp4");
+    spec["preset"] = json!("slow");
+    spec["confirm"] = json!(true);
+    let id = app.upload_job(&long, spec).await;
+    app.wait_status(&id, "running", Duration::from_secs(30))
+        .await;
+    id
+}
+
 #[tokio::test]
 async fn a_stop_drains_running_jobs_or_hands_them_back_without_using_an_attempt() {
     let clip_dir = tempfile::tempdir().unwrap();
@@ -179,26 +205,7 @@ async fn a_stop_drains_running_jobs_or_hands_them_back_without_using_an_attempt(
 
     // No time to drain: the job goes back to the queue, and its attempt is given back.
     let mut app = spawn_app_with(|c| c.drain_timeout_secs = 0).await;
-    let long = clip_dir.path().join("long.mp4");
-    make_clip(
-        &long,
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=s=1280x720:r=30:d=20",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-        ],
-    );
-    let mut spec = job_spec("h265", "720p", 30, "mp4");
-    spec["preset"] = json!("slow");
-    spec["confirm"] = json!(true);
-    let id = app.upload_job(&long, spec).await;
-    app.wait_status(&id, "running", Duration::from_secs(30))
-        .await;
+    let id = start_long_encode(&app, clip_dir.path()).await;
     let repos = app.app_state.repos.clone();
     app.shut_down().await;
     let job_id = id.parse().unwrap();
@@ -279,26 +286,7 @@ async fn a_worker_that_cannot_renew_its_lease_stops_when_the_lease_runs_out() {
     use sqlx::{Connection, Executor};
     let clip_dir = tempfile::tempdir().unwrap();
     let app = spawn_app_with(|c| c.lease_secs = 3).await;
-    let long = clip_dir.path().join("long.mp4");
-    make_clip(
-        &long,
-        &[
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=s=1280x720:r=30:d=20",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-        ],
-    );
-    let mut spec = job_spec("h265", "720p", 30, "mp4");
-    spec["preset"] = json!("slow");
-    spec["confirm"] = json!(true);
-    let id = app.upload_job(&long, spec).await;
-    app.wait_status(&id, "running", Duration::from_secs(30))
-        .await;
+    let id = start_long_encode(&app, clip_dir.path()).await;
     let data = app.config.data_dir.clone();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while ffmpeg_processes_under(&data).is_empty() {
