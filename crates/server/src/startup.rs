@@ -116,7 +116,8 @@ impl Application {
 
         let (mut slots, mut swept_scratch_dirs) = (Vec::new(), 0);
         if state.config.workers > 0 {
-            let (workers, swept) = start_workers(&state, state.config.workers, &drain, &shutdown)?;
+            let (workers, swept) =
+                start_workers(&state, state.config.workers, &drain, &shutdown).await?;
             swept_scratch_dirs = swept;
             slots = workers.slots;
             tasks.extend(workers.support);
@@ -223,7 +224,7 @@ impl WorkerProcess {
             shutdown,
             mut tasks,
         } = Process::start(config, Arc::new(SystemNetwork), public_url).await?;
-        let (workers, swept) = start_workers(&state, slots_wanted, &drain, &shutdown)?;
+        let (workers, swept) = start_workers(&state, slots_wanted, &drain, &shutdown).await?;
         tasks.extend(workers.support);
         Ok(WorkerProcess {
             id: state.worker_id.clone(),
@@ -273,7 +274,7 @@ struct Process {
     tasks: Vec<JoinHandle<()>>,
 }
 
-fn start_workers(
+async fn start_workers(
     state: &AppState,
     count: usize,
     drain: &CancellationToken,
@@ -295,7 +296,8 @@ fn start_workers(
         count,
         drain.clone(),
         shutdown.clone(),
-    );
+    )
+    .await;
     Ok((workers, swept))
 }
 

@@ -35,7 +35,7 @@ pub struct Workers {
 }
 
 /// Registers worker process `id` and starts `count` slots sharing one scratch root.
-pub fn spawn(
+pub async fn spawn(
     state: AppState,
     scratch: Arc<ScratchRoot>,
     id: String,
@@ -46,13 +46,14 @@ pub fn spawn(
     let caps = state.caps.worker_caps(count as u32);
     let can = ClaimFilter::of(&caps);
     let support = vec![
-        tokio::spawn(registry::run(
+        registry::start(
             state.clone(),
             id.clone(),
             caps,
             drain.clone(),
             shutdown.clone(),
-        )),
+        )
+        .await,
         tokio::spawn(cancel_listener(state.clone(), shutdown.clone())),
     ];
     let slots = (0..count)

@@ -24,13 +24,15 @@ fn host_name() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-pub(super) async fn run(
+/// Registers the worker (awaited, so a process that says it is running is listed from then
+/// on) and returns the task that keeps its row fresh until shutdown.
+pub(super) async fn start(
     state: AppState,
     id: String,
     caps: WorkerCaps,
     drain: CancellationToken,
     shutdown: CancellationToken,
-) {
+) -> tokio::task::JoinHandle<()> {
     let now = now_ms();
     let record = WorkerRecord {
         id: id.clone(),
@@ -41,30 +43,56 @@ pub(super) async fn run(
         last_seen: now,
         stopping: false,
     };
+    // A failure here is retried by the loop, every heartbeat.
+    let registered = register(&state, &record, false).await;
+    tokio::spawn(run(state, record, registered, drain, shutdown))
+}
+
+/// Writes the worker's row; false when the registry could not be reached.
+async fn register(state: &AppState, record: &WorkerRecord, stopping: bool) -> bool {
+    let r = WorkerRecord {
+        last_seen: now_ms(),
+        stopping,
+        ..record.clone()
+    };
+    match state.repos.workers.register_worker(&r).await {
+        Ok(()) => {
+            tracing::info!(worker = %r.id, slots = r.caps.slots, "worker registered");
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot reach the worker registry; retrying");
+            false
+        }
+    }
+}
+
+async fn run(
+    state: AppState,
+    record: WorkerRecord,
+    mut registered: bool,
+    drain: CancellationToken,
+    shutdown: CancellationToken,
+) {
+    let id = record.id.clone();
     let workers = &state.repos.workers;
     let every = Duration::from_secs(state.config.worker_heartbeat_secs.max(1));
-    let mut registered = false;
+    let mut first = true;
     loop {
         let stopping = drain.is_cancelled();
-        let result = if registered {
-            workers.touch_worker(&id, now_ms(), stopping).await
-        } else {
-            let r = WorkerRecord {
-                last_seen: now_ms(),
-                stopping,
-                ..record.clone()
-            };
-            workers.register_worker(&r).await.map(|()| true)
-        };
-        match result {
-            Ok(present) => {
-                if !registered {
-                    tracing::info!(worker = %id, slots = record.caps.slots, "worker registered");
+        // The first round was the registration itself (unless it failed).
+        if !(std::mem::take(&mut first) && registered) {
+            if registered {
+                match workers.touch_worker(&id, now_ms(), stopping).await {
+                    // A row pruned during a long stall is written again on the next round.
+                    Ok(present) => registered = present,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot reach the worker registry; retrying")
+                    }
                 }
-                // A row pruned during a long stall is written again on the next round.
-                registered = present;
+            } else {
+                registered = register(&state, &record, stopping).await;
             }
-            Err(e) => tracing::warn!(error = %e, "cannot reach the worker registry; retrying"),
         }
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
