@@ -34,21 +34,35 @@ impl Needs {
         self.vmaf || self.encoder.starts_with("gpu:")
     }
 
-    /// The failure message for a job no live worker can run; it says what to change.
-    pub fn unmet_message(&self) -> String {
-        let mut wants = Vec::new();
-        if let Some(codec) = self.encoder.strip_prefix("gpu:") {
-            wants.push(format!(
+    /// The failure message for a job no live worker can run, given what the live workers
+    /// can do: it names only what is missing, and says what to change.
+    pub fn unmet_message(&self, live: &[WorkerCaps]) -> String {
+        let encoder_somewhere = live.iter().any(|w| w.tokens.contains(&self.encoder));
+        let vmaf_somewhere = live.iter().any(|w| w.libvmaf);
+        let encoder_want = match self.encoder.strip_prefix("gpu:") {
+            Some(codec) => format!(
                 "a GPU encoder for {codec} (policy gpu_only); use policy gpu_first or fastest to allow CPU encoding"
-            ));
-        } else {
-            wants.push(format!(
+            ),
+            None => format!(
                 "an encoder for {codec}; start a worker whose ffmpeg has one, or choose another codec",
                 codec = self.encoder
-            ));
+            ),
+        };
+        let vmaf_want =
+            "ffmpeg with libvmaf (optimize: vmaf); use optimize: none to skip the quality search";
+        let mut wants = Vec::new();
+        if !encoder_somewhere {
+            wants.push(encoder_want.clone());
         }
-        if self.vmaf {
-            wants.push("ffmpeg with libvmaf (optimize: vmaf); use optimize: none to skip the quality search".into());
+        if self.vmaf && !vmaf_somewhere {
+            wants.push(vmaf_want.to_string());
+        }
+        if wants.is_empty() {
+            // Each part exists, but on different workers.
+            return format!(
+                "no running worker can take this job: none has both {} and libvmaf; start a worker whose ffmpeg has both, or use optimize: none to skip the quality search",
+                encoder_want.split(';').next().unwrap_or_default()
+            );
         }
         format!(
             "no running worker can take this job: it needs {}",
@@ -139,7 +153,27 @@ mod tests {
         assert!(!cpu.can_run(&on_gpu) && gpu.can_run(&on_gpu));
         assert!(!cpu.can_run(&vmaf) && !gpu.can_run(&vmaf));
         assert_eq!(gpu.token_list(), ",h264,gpu:h264,");
-        assert!(on_gpu.unmet_message().contains("gpu_first"));
-        assert!(vmaf.unmet_message().contains("libvmaf"));
+        assert!(on_gpu
+            .unmet_message(std::slice::from_ref(&cpu))
+            .contains("gpu_first"));
+        // Only what is missing is named.
+        let no_vmaf = vmaf.unmet_message(std::slice::from_ref(&cpu));
+        assert!(
+            no_vmaf.contains("libvmaf") && !no_vmaf.contains("an encoder for"),
+            "{no_vmaf}"
+        );
+        let mut av1_only = cpu.clone();
+        av1_only.libvmaf = false;
+        let h264_vmaf = caps(&["h264"], true);
+        let split = vmaf.unmet_message(&[av1_only, h264_vmaf]);
+        assert!(
+            split.contains("none has both an encoder for av1"),
+            "{split}"
+        );
+        let nothing = vmaf.unmet_message(&[]);
+        assert!(
+            nothing.contains("an encoder for av1") && nothing.contains("libvmaf"),
+            "{nothing}"
+        );
     }
 }

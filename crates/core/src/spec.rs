@@ -126,7 +126,7 @@ impl EncodeSpec {
             // The quality search settles on one constant-quality setting, which is a 1-pass
             // encode; a second pass would only be billed, never run.
             return Err(
-                "optimize \"vmaf\" encodes in one pass at the quality setting its search picks: send passes 1 (or leave it out) with optimize vmaf, or optimize none for a 2-pass encode"
+                "optimize \"vmaf\" encodes in one pass at the quality setting its search picks: send passes 1 (or leave it out) with optimize vmaf (for a job already created, through approve-unified: confirm does not change passes), or optimize none for a 2-pass encode"
                     .into(),
             );
         }

@@ -40,8 +40,25 @@ pub async fn run_once(state: &AppState, now: i64) -> usize {
         .await
     {
         Ok(jobs) => {
+            // What the live workers can do, so each message names only what is missing.
+            let live: Vec<_> = if jobs.is_empty() {
+                Vec::new()
+            } else {
+                match state.repos.workers.workers().await {
+                    Ok(all) => all
+                        .into_iter()
+                        .map(|w| w.worker)
+                        .filter(|w| w.last_seen >= live_since && !w.stopping)
+                        .map(|w| w.caps)
+                        .collect(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not list the workers");
+                        return failed;
+                    }
+                }
+            };
             for u in jobs {
-                let message = u.needs.unmet_message();
+                let message = u.needs.unmet_message(&live);
                 match state.repos.jobs.fail_queued(u.job, &message).await {
                     Ok(true) => {
                         failed += 1;

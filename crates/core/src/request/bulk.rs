@@ -137,8 +137,9 @@ pub fn parse_bulk_confirm(body: &Value) -> Result<BulkConfirm, Vec<Issue>> {
     }
     let mut overrides = SpecOverrides::default();
     if let Some(mut s) = settings_fields(&mut f) {
-        overrides.container = s.wire::<Container>("container", false);
-        overrides.quality = s.wire::<Quality>("quality", false);
+        // The contract lists container and quality; optimize and vmafTarget are read too,
+        // as the single-job confirm reads them, rather than dropped without a word.
+        overrides = s.read_overrides((1.0, 100.0));
         merge_prefixed(&mut f.issues, "settings", s.issues);
     }
     f.finish(BulkConfirm { job_ids, overrides })

@@ -70,6 +70,11 @@ impl SpecOverrides {
         }
         if let Some(v) = self.optimize {
             spec.optimize = v;
+            // Switching the quality search off drops the target that went with it (one sent
+            // in the same request stays, and is refused as a target without a search).
+            if v != Optimize::Vmaf {
+                spec.vmaf_target = None;
+            }
         }
         if let Some(v) = self.vmaf_target {
             spec.vmaf_target = Some(v);
@@ -545,6 +550,22 @@ mod tests {
             paths(&issues).contains(&"settings.vmafTarget"),
             "{issues:?}"
         );
+        let bc = parse_bulk_confirm(
+            &json!({"jobIds": ["j"], "settings": {"optimize":"vmaf","vmafTarget":100}}),
+        )
+        .unwrap();
+        assert_eq!(
+            (bc.overrides.optimize, bc.overrides.vmaf_target),
+            (Some(Optimize::Vmaf), Some(100.0))
+        );
+        // Turning the search off drops its target, unless the same request sends one.
+        let mut vmaf = base.clone();
+        vmaf.optimize = Optimize::Vmaf;
+        vmaf.vmaf_target = Some(95.0);
+        let off = parse_confirm(&json!({"optimize":"none"}), &vmaf).unwrap();
+        assert_eq!((off.optimize, off.vmaf_target), (Optimize::None, None));
+        let both = parse_confirm(&json!({"optimize":"none","vmafTarget":90}), &vmaf).unwrap();
+        assert_eq!(both.vmaf_target, Some(90.0));
         let od = parse_ondemand(
             &json!({"sourceUrl":"https://e.com/a.mp4","optimize":"vmaf","vmafTarget":97}),
         )

@@ -20,7 +20,8 @@ use crate::process::{ProcessError, RunOptions, Tools};
 /// The search aims this far above the target: the file lands on the target rather than just
 /// under it, while staying close (accuracy is the distance to the target either way).
 pub const AIM_MARGIN: f64 = 0.15;
-/// A whole file that scores this far from the goal gets the one correction.
+/// A whole file that scores this far from the goal (or misses the target) gets the one
+/// correction.
 const CORRECT_BEYOND: f64 = 1.0;
 /// Frames scored per probe at most (a longer reel is scored every n-th frame).
 const PROBE_FRAMES: f64 = 480.0;
@@ -278,10 +279,11 @@ pub async fn optimize(
     let mut full_encodes = 1;
     let mut kept_plan = plan;
 
-    // 4. At most one correction, when the samples misjudged the whole file and there is time.
+    // 4. At most one correction, when the samples misjudged the whole file (it misses the
+    // target, or overshoots the goal by more than a point) and there is time.
     let one_round = final_started.elapsed();
     let time_left = remaining(deadline).is_none_or(|r| r > one_round * 2);
-    if (measured.mean - goal).abs() > CORRECT_BEYOND && time_left {
+    if misjudged(job.target, goal, measured.mean) && time_left {
         let slope = search.slope_near(crf);
         let corrected = scale.round(crf + (ylog(goal) - ylog(measured.mean)) / slope);
         if (corrected - crf).abs() >= scale.quantum - 1e-9 {
@@ -382,6 +384,12 @@ fn prefer_second(target: f64, first: (&Score, u64), second: (&Score, u64)) -> bo
     }
 }
 
+/// Whether a whole file's score calls for the one correction: it misses the target, or
+/// lands more than [`CORRECT_BEYOND`] from the goal either way.
+fn misjudged(target: f64, goal: f64, mean: f64) -> bool {
+    !VmafReport::meets(target, mean) || (mean - goal).abs() > CORRECT_BEYOND
+}
+
 fn miss_message(
     job: &VmafJob<'_>,
     scale: &QualityScale,
@@ -393,15 +401,15 @@ fn miss_message(
     let (target, mean) = (job.target, measured.mean);
     if !choice.reachable && crf <= scale.min + 1e-9 {
         format!(
-            "VMAF target {target} was not reached: even {encoder}'s best quality setting (crf {crf}) scores {mean:.1} on this source; the file was encoded at that setting"
+            "VMAF target {target} was not reached: even {encoder}'s best quality setting (crf {crf}) scores {mean:.2} on this source; the file was encoded at that setting"
         )
     } else if !choice.reachable {
         format!(
-            "VMAF target {target} was not reached: the best setting the search found (crf {crf}) scores {mean:.1}; the file was encoded at that setting"
+            "VMAF target {target} was not reached: the best setting the search found (crf {crf}) scores {mean:.2}; the file was encoded at that setting"
         )
     } else {
         format!(
-            "VMAF target {target} was missed: the file scores {mean:.1} at crf {crf}, where its samples predicted {:.1}",
+            "VMAF target {target} was missed: the file scores {mean:.2} at crf {crf}, where its samples predicted {:.2}",
             choice.predicted
         )
     }
@@ -421,6 +429,16 @@ mod tests {
             p5: mean - 3.0,
             frames: 10,
         }
+    }
+
+    #[test]
+    fn a_miss_is_always_corrected_and_a_near_hit_never() {
+        let (target, goal) = (92.0, 92.0 + AIM_MARGIN);
+        // Reported as a miss (below 91.5) though within a point of the goal: corrected.
+        assert!(misjudged(target, goal, 91.46));
+        assert!(!misjudged(target, goal, 91.6));
+        assert!(!misjudged(target, goal, 93.1));
+        assert!(misjudged(target, goal, 93.2));
     }
 
     #[test]

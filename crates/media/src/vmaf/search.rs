@@ -43,7 +43,9 @@ impl QualityScale {
         // Slopes measured on the test clips at 480p/720p (fast presets); SVT-AV1's 0–63 scale
         // is about three times finer than x264's.
         match encoder {
-            Libx264 => Self::new(0.0, 51.0, 0.25, 0.13),
+            // CRF 0 makes x264 lossless, in the High 4:4:4 Predictive profile that browsers,
+            // phones and hardware decoders cannot play: the scale stops at 1.
+            Libx264 => Self::new(1.0, 51.0, 0.25, 0.13),
             Libx265 => Self::new(0.0, 51.0, 0.25, 0.10),
             Libsvtav1 => Self::new(1.0, 63.0, 1.0, 0.045),
             // CQ 0 means "automatic" to NVENC, so the scale starts at 1.

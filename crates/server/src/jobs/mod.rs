@@ -18,7 +18,7 @@ use convertrilo_core::{
     neu::total_price,
     pricing::Factor,
     request::SourceRequest,
-    spec::Priority,
+    spec::{Optimize, Priority},
     time::now_ms,
     EncodeSpec, ErrorCode, JobId, JobStatus, Neu, UserId,
 };
@@ -37,6 +37,14 @@ use std::time::Duration;
 pub fn check_spec(_state: &AppState, spec: &EncodeSpec) -> AppResult<()> {
     // Cross-field rules, among them that optimize vmaf is a 1-pass encode.
     spec.check_combination().map_err(AppError::bad_request)?;
+    // A target without the search would be ignored without a word (and a client that meant
+    // it would pay for an ordinary encode): say so instead. Checked here, on requests, rather
+    // than in `check_combination`, so a job stored before this rule still runs.
+    if spec.vmaf_target.is_some() && spec.optimize != Optimize::Vmaf {
+        return Err(AppError::bad_request(
+            "vmafTarget is used only with optimize \"vmaf\": add \"optimize\": \"vmaf\" to encode to that quality (the search is priced by the optimize factor), or leave vmafTarget out",
+        ));
+    }
     Ok(())
 }
 

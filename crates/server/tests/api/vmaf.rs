@@ -216,10 +216,13 @@ async fn vmaf_targets_land_on_real_and_generated_content_through_every_surface()
         .await;
     assert_eq!(code, 200, "{b}");
     let plain_one = {
+        // The same item without the search (and so without a target, which needs one).
+        let mut plain = item(90);
+        plain.as_object_mut().unwrap().remove("vmafTarget");
         let (_, dry) = app
             .post(
                 "/jobs/bulk",
-                json!({"jobs": [item(90)], "settings": {"dryRun": true}}),
+                json!({"jobs": [plain], "settings": {"dryRun": true}}),
             )
             .await;
         milli(&dry["jobs"][0]["estimate"]["neu"])
@@ -363,7 +366,7 @@ async fn a_target_out_of_reach_completes_at_the_best_setting_and_says_so() {
         ],
     );
     // A still testsrc2 frame never scores above ~97 (VMAF's motion term is zero), so 99 is
-    // out of reach even at CRF 0. The confirm body may ask for up to 100 (the contract).
+    // out of reach even at the encoder's best setting. The confirm body may ask for up to 100 (the contract).
     let id = app
         .upload_job(&still, job_spec("h264", "480p", 30, "mp4"))
         .await;
@@ -394,7 +397,13 @@ async fn a_target_out_of_reach_completes_at_the_best_setting_and_says_so() {
         "still (miss)", v["mean"], v["p5"], v["crf"], v["sampleEncodes"]
     );
     let out = app.download(&s).await;
-    assert_eq!(stream(&probe(&out), "video").unwrap()["codec_name"], "h264");
+    let info = probe(&out);
+    let video = stream(&info, "video").unwrap();
+    assert_eq!(video["codec_name"], "h264");
+    // The best setting stops short of x264's lossless mode, whose High 4:4:4 Predictive
+    // profile most players cannot decode.
+    assert_eq!(video["profile"], "High", "{video}");
+    assert!(v["crf"].as_f64().unwrap() >= 1.0, "{v}");
     app.stop().await;
 }
 
@@ -450,12 +459,79 @@ async fn vmaf_requests_are_validated_and_non_vmaf_jobs_show_no_report() {
             .any(|i| i["path"] == "vmafTarget"),
         "{e}"
     );
-    // Accepted: a job without optimize has no report.
+    // A target without the search is refused, not ignored: on creation, with optimize
+    // left out or none, and on a confirm of a job created without the search.
+    let target_only = |optimize: Option<&str>| {
+        let mut s = job_spec("h264", "480p", 30, "mp4");
+        s["vmafTarget"] = json!(95);
+        if let Some(o) = optimize {
+            s["optimize"] = json!(o);
+        }
+        s
+    };
+    for s in [target_only(None), target_only(Some("none"))] {
+        let (code, e) = app.post("/jobs", s.clone()).await;
+        assert_eq!(
+            (code, e["code"].as_str()),
+            (400, Some("invalid_request")),
+            "{s}: {e}"
+        );
+        assert!(
+            e["message"]
+                .as_str()
+                .unwrap()
+                .contains("add \"optimize\": \"vmaf\""),
+            "{e}"
+        );
+    }
+    let clip = small_clip(app.dir.path(), "tiny.mp4", 1);
+    let plain_id = app
+        .upload_job(&clip, job_spec("h264", "480p", 30, "mp4"))
+        .await;
+    let plain_id = plain_id.as_str();
+    let (code, e) = app
+        .post(
+            &format!("/jobs/{plain_id}/confirm"),
+            json!({"vmafTarget": 90}),
+        )
+        .await;
+    assert_eq!(code, 400, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("vmafTarget"), "{e}");
+    // Switching the search off drops its target: a vmaf job approved with optimize none is an
+    // ordinary job again, priced as one.
     let (code, created) = app.post("/jobs", base()).await;
     assert_eq!(code, 200, "{created}");
-    let (code, plain) = app.post("/jobs", job_spec("h264", "480p", 30, "mp4")).await;
+    let mut with_target = base();
+    with_target["vmafTarget"] = json!(92);
+    let targeted = app.upload_job(&clip, with_target).await;
+    let (code, tuned) = app
+        .post_empty(&format!("/jobs/{targeted}/approve-unified"))
+        .await;
+    assert_eq!(code, 200, "{tuned}");
+    let (code, plain) = app
+        .post(
+            &format!("/jobs/{targeted}/approve-unified"),
+            json!({"optimize": "none"}),
+        )
+        .await;
     assert_eq!(code, 200, "{plain}");
-    let s = app.status(plain["jobId"].as_str().unwrap()).await;
+    assert_eq!(
+        milli(&tuned["estimate"]["perMinuteNeu"]),
+        2 * milli(&plain["estimate"]["perMinuteNeu"]),
+        "{tuned} {plain}"
+    );
+    // Bulk confirm takes optimize and vmafTarget as a single confirm does.
+    let (code, b) = app
+        .post(
+            "/jobs/bulk/confirm",
+            json!({"jobIds": [plain_id], "settings": {"optimize": "vmaf", "vmafTarget": 150}}),
+        )
+        .await;
+    assert_eq!(code, 400, "{b}");
+    assert_eq!(b["issues"][0]["path"], "settings.vmafTarget", "{b}");
+
+    // Accepted: a job without optimize has no report.
+    let s = app.status(plain_id).await;
     assert!(s["vmaf"].is_null(), "{s}");
     app.stop().await;
 }
@@ -489,8 +565,11 @@ async fn without_a_libvmaf_worker_the_job_fails_with_a_clear_message() {
     let s = app.wait_terminal(&id, Duration::from_secs(30)).await;
     assert_eq!(s["status"], "failed", "{s}");
     let message = s["failureMessage"].as_str().unwrap_or_default();
+    // The worker has libx264: only libvmaf is missing, and only that is named.
     assert!(
-        message.contains("libvmaf") && message.contains("optimize: none"),
+        message.contains("libvmaf")
+            && message.contains("optimize: none")
+            && !message.contains("an encoder for"),
         "{message}"
     );
     assert_eq!(app.balance().await["reserved"].as_f64(), Some(0.0));

@@ -344,6 +344,11 @@ pub(crate) async fn bulk_status(
 pub struct BulkConfirmSettings {
     pub container: Option<convertrilo_core::spec::Container>,
     pub quality: Option<convertrilo_core::spec::Quality>,
+    /// Our addition, as on a single confirm: `vmaf` searches for the smallest file that meets
+    /// `vmafTarget`.
+    pub optimize: Option<convertrilo_core::spec::Optimize>,
+    /// 1–100, as on a single confirm; needs `optimize: "vmaf"`.
+    pub vmaf_target: Option<f64>,
 }
 
 #[derive(Deserialize, ToSchema)]
