@@ -20,6 +20,7 @@ mod callbacks;
 mod idempotency;
 mod jobs;
 mod ledger;
+mod queue;
 mod rows;
 mod secrets;
 mod webhooks;
