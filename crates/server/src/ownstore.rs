@@ -102,58 +102,100 @@ pub fn build(config: &Config, s3: &S3Client) -> anyhow::Result<Arc<dyn ObjectSto
     })
 }
 
-/// The file in a local object directory that names it; the database keeps the same name.
-const STORE_ID_FILE: &str = ".store-id";
+/// The object that names a store; the database keeps the same name.
+const STORE_ID_KEY: &str = "store-id";
+const STORE_ID_SETTING: &str = "object_store_id";
 
-/// With local storage, makes sure this process uses the object directory that the database's
-/// other processes use: a worker started with another `--data-dir` would otherwise find no
-/// uploads (failing jobs) and write outputs nobody can download. The first process on a
-/// database names its directory (a random id in a file there, and the same id in the
-/// database); later processes must find that id in their directory.
-pub async fn check_local_store(
+/// Makes sure this process can reach its object store and that it is the store the
+/// database's other processes use. A worker on another `--data-dir`, bucket or endpoint would
+/// otherwise take jobs only to find no uploads, and write outputs nobody can download; one
+/// that cannot reach its store would hand every job it takes back. So it refuses to start.
+///
+/// The first process on a database names its store: a random id in the object `store-id`
+/// and the same id in the database. Later processes must find that id in their store.
+pub async fn check_store_identity(
     config: &Config,
+    store: &dyn ObjectStore,
     repos: &convertrilo_db::Repos,
 ) -> anyhow::Result<()> {
-    if s3_location(config)?.is_some() {
-        return Ok(());
-    }
-    let dir = config.objects_dir();
-    let file = dir.join(STORE_ID_FILE);
-    let mismatch = |ours: &str| {
+    let which = match s3_location(config)? {
+        None => format!("the object directory {}", config.objects_dir().display()),
+        Some((location, prefix)) => format!(
+            "the bucket {} (prefix {prefix:?}) at {}",
+            location.bucket, location.endpoint
+        ),
+    };
+    let unreachable = |e: StorageError| {
         anyhow::anyhow!(
-            "the object directory {} ({ours}) is not the one the other processes on this database use: \
-             on one machine, give every process the same --data-dir (CONVERTRILO_DATA_DIR); across \
-             machines, set storage_url to an S3 bucket (see \"Running on several machines\" in the README)",
-            dir.display(),
-            ours = if ours.is_empty() { "new and empty".to_string() } else { format!("store {ours}") }
+            "cannot use {which}: {e}; check storage_url, storage_s3_endpoint and the store's \
+             credentials (see \"Running on several machines\" in the README)"
         )
     };
-    match std::fs::read_to_string(&file) {
-        Ok(id) => {
-            let id = id.trim().to_string();
-            let known = repos
-                .accounts
-                .setting_or_insert("local_store_id", &id)
-                .await?;
-            if known != id {
-                return Err(mismatch(&id));
+    let mismatch = |ours: Option<&str>| {
+        anyhow::anyhow!(
+            "{which} ({ours}) is not the object store the other processes on this database use: \
+             on one machine, give every process the same --data-dir (CONVERTRILO_DATA_DIR); across \
+             machines, give every process the same storage_url and storage_s3_endpoint (see \
+             \"Running on several machines\" in the README)",
+            ours = match ours {
+                Some(id) => format!("store {id}"),
+                None => "new and empty".to_string(),
             }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = uuid::Uuid::new_v4().simple().to_string();
-            let known = repos
-                .accounts
-                .setting_or_insert("local_store_id", &id)
-                .await?;
-            if known != id {
-                return Err(mismatch(""));
-            }
-            std::fs::write(&file, format!("{id}\n"))
-                .with_context(|| format!("writing {}", file.display()))?;
-        }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", file.display())),
+        )
+    };
+    if let Some(id) = read_store_id(store).await.map_err(unreachable)? {
+        let known = repos
+            .accounts
+            .setting_or_insert(STORE_ID_SETTING, &id)
+            .await?;
+        return if known == id {
+            Ok(())
+        } else {
+            Err(mismatch(Some(&id)))
+        };
     }
-    Ok(())
+    let fresh = uuid::Uuid::new_v4().simple().to_string();
+    let known = repos
+        .accounts
+        .setting_or_insert(STORE_ID_SETTING, &fresh)
+        .await?;
+    if known == fresh {
+        let body = futures::stream::iter([Ok(bytes::Bytes::from(format!("{fresh}\n")))]);
+        store
+            .put_stream(STORE_ID_KEY, Box::pin(body), 64)
+            .await
+            .map_err(unreachable)?;
+        return Ok(());
+    }
+    // Another process named the store a moment ago and may not have written its object yet
+    // (an API and its workers started together on a new database): wait for it briefly.
+    for _ in 0..8 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        if let Some(id) = read_store_id(store).await.map_err(unreachable)? {
+            return if id == known {
+                Ok(())
+            } else {
+                Err(mismatch(Some(&id)))
+            };
+        }
+    }
+    Err(mismatch(None))
+}
+
+/// The id in the store's `store-id` object, `None` when there is none yet.
+async fn read_store_id(store: &dyn ObjectStore) -> Result<Option<String>, StorageError> {
+    use futures::TryStreamExt;
+    let stream = match store.get_stream(STORE_ID_KEY).await {
+        Ok(stream) => stream,
+        Err(StorageError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let bytes: Vec<u8> = stream
+        .map_ok(|chunk| chunk.to_vec())
+        .try_concat()
+        .await
+        .map_err(StorageError::from)?;
+    Ok(Some(String::from_utf8_lossy(&bytes).trim().to_string()))
 }
 
 /// True when clients upload straight to the store (presigned links), not through the API.

@@ -397,7 +397,7 @@ impl Process {
             config.s3_part_size_bytes,
         );
         let store = crate::ownstore::build(&config, &s3)?;
-        crate::ownstore::check_local_store(&config, &repos).await?;
+        crate::ownstore::check_store_identity(&config, store.as_ref(), &repos).await?;
         let drive = DriveApi {
             http: http_client.clone(),
             api_base: config.google_drive_api_base.clone(),

@@ -247,7 +247,7 @@ async fn a_worker_on_another_local_object_directory_refuses_to_start() {
         "{err}"
     );
     assert!(
-        !config.objects_dir().join(".store-id").exists(),
+        !config.objects_dir().join("store-id").exists(),
         "nothing claimed there"
     );
 

@@ -193,3 +193,90 @@ async fn the_store_limits_reports_missing_objects_and_lists_one_level() {
     assert_eq!(std::fs::read_dir(staging).unwrap().count(), 0);
     app.stop().await;
 }
+
+/// A worker must use the store the API uses, and reach it: otherwise it would take jobs only
+/// to hand them back (or fail them) without encoding anything.
+#[tokio::test]
+async fn a_worker_that_cannot_reach_or_is_not_on_the_fleets_store_refuses_to_start() {
+    let s3 = S3Server::start(&["media", "other"]).await;
+    let app = app_on_s3(&s3).await;
+    // The store is named on the API's first start.
+    assert!(s3.path("media", "convertrilo/store-id").is_file());
+    let worker_config = |bucket: &str, endpoint: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = test_config(dir.path());
+        c.database_url = Some(app.config.database_url());
+        c.storage_url = Some(format!("s3://{bucket}/convertrilo"));
+        c.storage_s3_endpoint = Some(endpoint.to_string());
+        c.storage_s3_access_key_id = Some(ACCESS_KEY.into());
+        c.storage_s3_secret_access_key = Some(SECRET_KEY.into());
+        c.storage_s3_force_path_style = true;
+        (dir, c)
+    };
+    let refused = |c: convertrilo_server::config::Config| async move {
+        match convertrilo_server::startup::WorkerProcess::start(c).await {
+            Ok(_) => panic!("the worker started"),
+            Err(e) => format!("{e:#}"),
+        }
+    };
+
+    // Nothing listens there: refused, naming what to check.
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let (_d, c) = worker_config("media", &closed);
+    let err = refused(c).await;
+    assert!(
+        err.contains("cannot use the bucket media") && err.contains("storage_s3_endpoint"),
+        "{err}"
+    );
+
+    // Reachable, but another bucket: it is not the fleet's store, and is left unnamed.
+    let (_d, c) = worker_config("other", &s3.endpoint);
+    let err = refused(c).await;
+    assert!(
+        err.contains("new and empty") && err.contains("same storage_url"),
+        "{err}"
+    );
+    assert!(!s3.path("other", "convertrilo/store-id").exists());
+
+    // A local directory while the fleet is on S3: refused too.
+    let dir = tempfile::tempdir().unwrap();
+    let mut local = test_config(dir.path());
+    local.database_url = Some(app.config.database_url());
+    let err = refused(local).await;
+    assert!(err.contains("not the object store"), "{err}");
+
+    // The fleet's own bucket: the worker starts.
+    let (_d, c) = worker_config("media", &s3.endpoint);
+    let worker = convertrilo_server::startup::WorkerProcess::start(c)
+        .await
+        .expect("a worker on the fleet's bucket starts");
+    worker.run_until(async {}).await.unwrap();
+    app.stop().await;
+}
+
+/// Load balancers take a process out when its store stops answering, and the reason says
+/// which check failed, once.
+#[tokio::test]
+async fn readiness_fails_naming_the_store_when_the_bucket_goes_away() {
+    let s3 = S3Server::start(&["media"]).await;
+    let app = app_on_s3(&s3).await;
+    let (code, body) = app.get("/readyz").await;
+    assert_eq!(code, 200, "{body}");
+    std::fs::rename(s3.path("media", ""), s3.path("gone", "")).unwrap();
+    let (code, body) = app.get("/readyz").await;
+    assert_eq!(
+        (code, body["status"].as_str()),
+        (503, Some("unavailable")),
+        "{body}"
+    );
+    let failed = body["failed"][0].as_str().unwrap();
+    assert!(
+        failed.starts_with("object store: ") && failed.matches("object store").count() == 1,
+        "{body}"
+    );
+    assert!(failed.contains("NoSuchBucket"), "{body}");
+    app.stop().await;
+}

@@ -43,14 +43,15 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     // Load balancers give up on a probe after a few seconds; answer before they do.
     match tokio::time::timeout(READY_TIMEOUT, state.repos.stats.ping()).await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => failed.push(format!("database: {e}")),
+        // Named once: the error's own text may start with the same word.
+        Ok(Err(e)) => failed.push(labelled("database", &e)),
         Err(_) => failed.push(format!("database: no answer within {READY_TIMEOUT:?}")),
     }
     // Asking for the size of an object that does not exist is the cheapest call every
     // store answers; "not found" is the healthy answer.
     match tokio::time::timeout(READY_TIMEOUT, state.store.size("readyz/probe")).await {
         Ok(Ok(_)) | Ok(Err(convertrilo_storage::StorageError::NotFound(_))) => {}
-        Ok(Err(e)) => failed.push(format!("object store: {e}")),
+        Ok(Err(e)) => failed.push(labelled("object store", &e)),
         Err(_) => failed.push(format!("object store: no answer within {READY_TIMEOUT:?}")),
     }
     if failed.is_empty() {
@@ -66,6 +67,15 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             Json(serde_json::json!({ "status": "unavailable", "failed": failed })),
         )
             .into_response()
+    }
+}
+
+/// `label: error`, without saying the label twice when the error already starts with it.
+fn labelled(label: &str, e: &dyn std::fmt::Display) -> String {
+    let text = e.to_string();
+    match text.strip_prefix(label).and_then(|t| t.strip_prefix(": ")) {
+        Some(rest) => format!("{label}: {rest}"),
+        None => format!("{label}: {text}"),
     }
 }
 
