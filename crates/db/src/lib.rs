@@ -157,9 +157,8 @@ pub trait JobRepo: Send + Sync {
     /// on success `min(cost, reserved)` is deducted and the rest released; on failure all of
     /// it is released. False (and no ledger move) when the lease was lost meanwhile.
     async fn finish(&self, id: JobId, worker: &str, outcome: &Outcome) -> DbResult<bool>;
-    /// Gives a held job back to the queue: after a transient failure (the attempt counts), or
-    /// at a graceful shutdown (`refund_attempt`: the job did nothing wrong).
-    async fn release(&self, id: JobId, worker: &str, refund_attempt: bool) -> DbResult<()>;
+    /// Gives a held job back to the queue (see [`HandBack`] for what each reason does).
+    async fn release(&self, id: JobId, worker: &str, why: HandBack<'_>) -> DbResult<()>;
     /// Fails a job that waits in the queue under no live lease, releasing its reservation;
     /// false when it is no longer waiting (claimed, canceled or ended meanwhile).
     async fn fail_queued(&self, id: JobId, message: &str) -> DbResult<bool>;

@@ -8,6 +8,7 @@ use convertrilo_core::{
     ApiKeyId, JobId, JobStatus, Neu, Scope, UserId,
 };
 use serde_json::{Map, Value};
+use std::time::Duration;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct User {
@@ -230,6 +231,34 @@ pub struct EstimateUpdate {
 pub struct Progress {
     pub pct: Option<f64>,
     pub encoder: Option<String>,
+}
+
+/// Why a worker gives a job it holds back to the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandBack<'a> {
+    /// The process is stopping: the job did nothing wrong, so its attempt is refunded and
+    /// another worker may take it at once.
+    Shutdown,
+    /// A passing problem on our side (a store or database hiccup): the attempt counts, the
+    /// job waits `retry_in` before it can be claimed again (so one troubled worker does not
+    /// use up every attempt in a moment), and `reason` is kept for the message should the
+    /// job finally be given up.
+    PassingError { reason: &'a str, retry_in: Duration },
+}
+
+/// Why a job that used up its attempts was given up: each attempt was cut off (its worker
+/// died or lost its lease) or, when `last_error` is set, handed back after a passing problem.
+pub(crate) fn given_up_message(attempts: i32, last_error: Option<&str>) -> String {
+    match last_error {
+        Some(reason) => format!(
+            "the job was given up after {attempts} attempts: a problem on our side kept \
+             stopping it (the last one: {reason}); nothing was charged, create it again"
+        ),
+        None => format!(
+            "the job was interrupted {attempts} times (its worker stopped mid-encode each \
+             time) and was given up; nothing was charged, create it again"
+        ),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -522,7 +522,12 @@ async fn release_requeues_and_priority_orders_claims() {
                 .unwrap()
                 .unwrap();
             assert_eq!(first.id, high.id);
-            repos.jobs.release(high.id, "w", false).await.unwrap();
+            // A passing error with no wait: claimable again at once.
+            let back = HandBack::PassingError {
+                reason: "test hiccup",
+                retry_in: Duration::ZERO,
+            };
+            repos.jobs.release(high.id, "w", back).await.unwrap();
             assert_eq!(
                 repos.jobs.job(high.id, None).await.unwrap().unwrap().status,
                 JobStatus::Queued

@@ -66,13 +66,14 @@ impl PgRepo {
                 "WITH next AS (
                    SELECT q.job_id FROM queue q JOIN jobs j ON j.id = q.job_id
                    WHERE (q.lease_until IS NULL OR q.lease_until < $3)
+                     AND (q.not_before IS NULL OR q.not_before <= $3)
                      AND ($4 = '' OR q.need_encoder = '' OR strpos($4, ',' || q.need_encoder || ',') > 0)
                      AND (NOT q.need_vmaf OR $5)
                    ORDER BY q.priority DESC, q.enqueued_at, q.seq LIMIT 1
                    FOR NO KEY UPDATE OF q, j SKIP LOCKED)
                  UPDATE queue q SET lease_owner = $1, lease_until = $2, attempts = q.attempts + 1
                  FROM next WHERE q.job_id = next.job_id
-                 RETURNING q.job_id, q.attempts",
+                 RETURNING q.job_id, q.attempts, q.last_error",
             )
             .bind(worker)
             .bind(now + ms(lease))
@@ -87,10 +88,8 @@ impl PgRepo {
             let job_id: String = claimed.try_get("job_id")?;
             let attempts: i32 = claimed.try_get("attempts")?;
             if attempts > max_attempts {
-                let msg = format!(
-                    "the job was interrupted {} times (its worker stopped mid-encode each time) and was given up; create it again",
-                    attempts - 1
-                );
+                let last_error: Option<String> = claimed.try_get("last_error")?;
+                let msg = given_up_message(attempts - 1, last_error.as_deref());
                 give_up(&mut tx, &job_id, &msg, now).await?;
                 tx.commit().await?;
                 continue;
@@ -233,16 +232,24 @@ impl PgRepo {
         &self,
         id: JobId,
         worker: &str,
-        refund_attempt: bool,
+        why: HandBack<'_>,
     ) -> DbResult<()> {
         let now = now_ms();
+        let (refund, not_before, reason) = match why {
+            HandBack::Shutdown => (1, None, None),
+            HandBack::PassingError { reason, retry_in } => {
+                (0, Some(now + ms(retry_in)), Some(reason))
+            }
+        };
         let mut tx = self.pool.begin().await?;
         let held = sqlx::query(
-            "UPDATE queue SET lease_owner = NULL, lease_until = NULL,
-               attempts = attempts - CASE WHEN $1 THEN 1 ELSE 0 END
-             WHERE job_id = $2 AND lease_owner = $3",
+            "UPDATE queue SET lease_owner = NULL, lease_until = NULL, attempts = attempts - $1,
+               not_before = $2, last_error = COALESCE($3, last_error)
+             WHERE job_id = $4 AND lease_owner = $5",
         )
-        .bind(refund_attempt)
+        .bind(refund)
+        .bind(not_before)
+        .bind(reason)
         .bind(id.to_string())
         .bind(worker)
         .execute(&mut *tx)

@@ -370,8 +370,8 @@ impl JobRepo for SqliteRepo {
         self.queue_finish(id, worker, outcome).await
     }
 
-    async fn release(&self, id: JobId, worker: &str, refund_attempt: bool) -> DbResult<()> {
-        self.queue_release(id, worker, refund_attempt).await
+    async fn release(&self, id: JobId, worker: &str, why: HandBack<'_>) -> DbResult<()> {
+        self.queue_release(id, worker, why).await
     }
 
     async fn fail_queued(&self, id: JobId, message: &str) -> DbResult<bool> {

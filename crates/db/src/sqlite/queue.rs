@@ -63,13 +63,15 @@ impl SqliteRepo {
                 "UPDATE queue SET lease_owner = ?, lease_until = ?, attempts = attempts + 1
                  WHERE job_id = (
                    SELECT job_id FROM queue WHERE (lease_until IS NULL OR lease_until < ?)
+                     AND (not_before IS NULL OR not_before <= ?)
                      AND (? = '' OR need_encoder = '' OR instr(?, ',' || need_encoder || ',') > 0)
                      AND (need_vmaf = 0 OR ?)
                    ORDER BY priority DESC, enqueued_at, rowid LIMIT 1)
-                 RETURNING job_id, attempts",
+                 RETURNING job_id, attempts, last_error",
             )
             .bind(worker)
             .bind(now + ms(lease))
+            .bind(now)
             .bind(now)
             .bind(&can.tokens)
             .bind(&can.tokens)
@@ -82,10 +84,8 @@ impl SqliteRepo {
             let job_id: String = claimed.try_get("job_id")?;
             let attempts: i32 = claimed.try_get("attempts")?;
             if attempts > max_attempts {
-                let msg = format!(
-                    "the job was interrupted {} times (its worker stopped mid-encode each time) and was given up; create it again",
-                    attempts - 1
-                );
+                let last_error: Option<String> = claimed.try_get("last_error")?;
+                let msg = given_up_message(attempts - 1, last_error.as_deref());
                 give_up(&mut tx, &job_id, &msg, now).await?;
                 tx.commit().await?;
                 continue;
@@ -230,16 +230,24 @@ impl SqliteRepo {
         &self,
         id: JobId,
         worker: &str,
-        refund_attempt: bool,
+        why: HandBack<'_>,
     ) -> DbResult<()> {
         let now = now_ms();
+        let (refund, not_before, reason) = match why {
+            HandBack::Shutdown => (1, None, None),
+            HandBack::PassingError { reason, retry_in } => {
+                (0, Some(now + ms(retry_in)), Some(reason))
+            }
+        };
         let mut tx = self.pool.begin().await?;
         let held = sqlx::query(
-            "UPDATE queue SET lease_owner = NULL, lease_until = NULL,
-               attempts = attempts - CASE WHEN ? THEN 1 ELSE 0 END
+            "UPDATE queue SET lease_owner = NULL, lease_until = NULL, attempts = attempts - ?,
+               not_before = ?, last_error = COALESCE(?, last_error)
              WHERE job_id = ? AND lease_owner = ?",
         )
-        .bind(refund_attempt)
+        .bind(refund)
+        .bind(not_before)
+        .bind(reason)
         .bind(id.to_string())
         .bind(worker)
         .execute(&mut *tx)

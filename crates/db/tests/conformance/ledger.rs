@@ -396,7 +396,11 @@ async fn failure_cancel_and_give_up_release_everything() {
                 .unwrap()
                 .unwrap();
             // Handing a job back keeps its reservation.
-            repos.jobs.release(running, "w", false).await.unwrap();
+            let back = HandBack::PassingError {
+                reason: "test hiccup",
+                retry_in: Duration::ZERO,
+            };
+            repos.jobs.release(running, "w", back).await.unwrap();
             assert_eq!(check(&repos, a).await.reserved, whole(3));
             repos
                 .jobs

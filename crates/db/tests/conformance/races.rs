@@ -198,7 +198,13 @@ async fn workers_owners_and_sweeps_race_without_deadlock() {
                                 rng.pause(3).await;
                             }
                             match rng.below(4) {
-                                0 => repos.jobs.release(j.id, &me, false).await.unwrap(),
+                                0 => {
+                                    let back = HandBack::PassingError {
+                                        reason: "race",
+                                        retry_in: Duration::ZERO,
+                                    };
+                                    repos.jobs.release(j.id, &me, back).await.unwrap()
+                                }
                                 1 => {
                                     repos.jobs.finish(j.id, &me, &failed()).await.unwrap();
                                 }

@@ -1,6 +1,6 @@
 //! The worker registry: capability-matched claims, the unrunnable sweep and failing a job that
-//! waits for a worker nobody runs, attempts refunded at a graceful hand-back, queue events,
-//! and the counts behind `/metrics`.
+//! waits for a worker nobody runs, attempts refunded at a graceful hand-back, the backoff and
+//! give-up message after passing errors, queue events, and the counts behind `/metrics`.
 
 use super::{
     backends, job,
@@ -14,6 +14,7 @@ use convertrilo_core::{
     JobStatus,
 };
 use convertrilo_db::*;
+use std::time::Duration;
 
 fn caps(tokens: &[&str], libvmaf: bool) -> WorkerCaps {
     WorkerCaps {
@@ -268,7 +269,11 @@ pub(crate) async fn check_refund_events_and_stats(repos: &Repos) {
             .unwrap()
             .unwrap();
         assert_eq!((got.id, got.attempts), (a.id, 1));
-        repos.jobs.release(a.id, "w/0", true).await.unwrap();
+        repos
+            .jobs
+            .release(a.id, "w/0", HandBack::Shutdown)
+            .await
+            .unwrap();
     }
     repos
         .jobs
@@ -276,10 +281,35 @@ pub(crate) async fn check_refund_events_and_stats(repos: &Repos) {
         .await
         .unwrap()
         .unwrap();
-    repos.jobs.release(a.id, "w/0", false).await.unwrap();
+    // A passing error: the job waits out its backoff before anyone can claim it again.
+    let hiccup = HandBack::PassingError {
+        reason: "object store: connection refused",
+        retry_in: Duration::from_millis(400),
+    };
+    repos.jobs.release(a.id, "w/0", hiccup).await.unwrap();
+    assert_eq!(
+        repos.jobs.job(a.id, None).await.unwrap().unwrap().status,
+        JobStatus::Queued
+    );
+    assert!(
+        repos
+            .jobs
+            .claim("w/1", LEASE, 2, &any)
+            .await
+            .unwrap()
+            .is_none(),
+        "claimed during its backoff"
+    );
+    let stats = repos.stats.stats(now_ms()).await.unwrap();
+    assert_eq!(
+        (stats.queue_depth, stats.running),
+        (1, 0),
+        "waiting, not running"
+    );
+    tokio::time::sleep(Duration::from_millis(450)).await;
     let got = repos
         .jobs
-        .claim("w/0", LEASE, 2, &any)
+        .claim("w/1", LEASE, 2, &any)
         .await
         .unwrap()
         .unwrap();
@@ -297,6 +327,40 @@ pub(crate) async fn check_refund_events_and_stats(repos: &Repos) {
     let stats = repos.stats.stats(now_ms()).await.unwrap();
     assert_eq!((stats.queue_depth, stats.running), (0, 0));
     assert!(stats.jobs_by_status.contains(&(JobStatus::Canceled, 1)));
+    check(repos, owner).await;
+
+    // A job whose every attempt ends in a passing error is given up with the last of them
+    // named, not as if its workers had died.
+    let b = queued(repos, owner, Policy::Fastest, Optimize::None).await;
+    for attempt in 1..=2 {
+        let got = repos
+            .jobs
+            .claim("w/0", LEASE, 2, &any)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((got.id, got.attempts), (b.id, attempt));
+        let back = HandBack::PassingError {
+            reason: "object store: connection refused",
+            retry_in: Duration::ZERO,
+        };
+        repos.jobs.release(b.id, "w/0", back).await.unwrap();
+    }
+    assert!(repos
+        .jobs
+        .claim("w/0", LEASE, 2, &any)
+        .await
+        .unwrap()
+        .is_none());
+    let failed = repos.jobs.job(b.id, None).await.unwrap().unwrap();
+    assert_eq!(failed.status, JobStatus::Failed);
+    let message = failed.failure_message.unwrap();
+    assert!(
+        message.contains("after 2 attempts")
+            && message.contains("object store: connection refused")
+            && !message.contains("interrupted"),
+        "{message}"
+    );
     check(repos, owner).await;
 }
 
