@@ -274,17 +274,20 @@ async fn list_workers(
                 })
             })
             .collect();
-        println!("{}", serde_json::json!({ "workers": out }));
-        return Ok(());
+        return print_out(&format!("{}\n", serde_json::json!({ "workers": out })));
     }
     if workers.is_empty() {
-        println!("no workers registered");
-        return Ok(());
+        return print_out("no workers registered\n");
     }
-    println!(
-        "{:<16}  {:<16}  {:<8}  {:>5}  {:<30}  {:>9}  JOBS",
-        "ID", "HOST", "STATE", "SLOTS", "ENCODERS (GPU) VMAF", "HEARTBEAT"
-    );
+    let mut rows = vec![[
+        "ID".to_string(),
+        "HOST".into(),
+        "STATE".into(),
+        "SLOTS".into(),
+        "ENCODERS (GPU) VMAF".into(),
+        "HEARTBEAT".into(),
+        "JOBS".into(),
+    ]];
     for w in &workers {
         let r = &w.worker;
         let mut encoders = r.caps.encoders.join(",");
@@ -295,22 +298,57 @@ async fn list_workers(
             encoders.push_str(" vmaf");
         }
         let jobs: Vec<String> = w.jobs.iter().map(|j| j.to_string()).collect();
-        println!(
-            "{:<16}  {:<16}  {:<8}  {:>5}  {:<30}  {:>8}s  {}",
-            r.id,
-            r.host,
-            state(r),
-            r.caps.slots,
+        rows.push([
+            r.id.clone(),
+            r.host.clone(),
+            state(r).into(),
+            r.caps.slots.to_string(),
             encoders,
-            (now - r.last_seen).max(0) / 1000,
+            format!("{}s", (now - r.last_seen).max(0) / 1000),
             if jobs.is_empty() {
                 "-".into()
             } else {
                 jobs.join(",")
-            }
-        );
+            },
+        ]);
     }
-    Ok(())
+    print_out(&table(&rows))
+}
+
+/// Rows as columns two spaces apart, each as wide as its widest cell (ids and host names
+/// vary in length); numbers right-aligned, the last column left ragged.
+fn table<const N: usize>(rows: &[[String; N]]) -> String {
+    let width = |c: usize| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..N).map(width).collect();
+    let numeric = |c: usize| {
+        rows[1..]
+            .iter()
+            .all(|r| r[c].trim_end_matches('s').parse::<u64>().is_ok())
+    };
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| match c {
+                _ if c + 1 == N => cell.clone(),
+                _ if numeric(c) => format!("{cell:>w$}", w = widths[c]),
+                _ => format!("{cell:<w$}", w = widths[c]),
+            })
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Writes to stdout; a reader that went away (`convertrilo workers | head`) is not an error.
+fn print_out(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }
 
 /// Resolves at the first stop signal, which starts a graceful stop (running jobs get

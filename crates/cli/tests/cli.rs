@@ -229,6 +229,29 @@ async fn first_start_and_admin_commands() {
         table.starts_with("ID") && table.contains("libx264") && table.contains("live"),
         "{table}"
     );
+    // Columns line up under their headings, whatever the length of the worker's id.
+    let lines: Vec<&str> = table.lines().collect();
+    let (header, row) = (lines[0], lines[1]);
+    let host_at = header.find("HOST").unwrap();
+    assert!(
+        row[..host_at].ends_with("  ") && !row[host_at..].starts_with(' '),
+        "{table}"
+    );
+    // A reader that stops early (`convertrilo workers | head -1`) is no error.
+    let mut early = Command::new(BIN)
+        .args(["workers", "--data-dir"])
+        .arg(&data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(early.stdout.take());
+    let early = early.wait_with_output().unwrap();
+    assert!(
+        early.status.success(),
+        "{}",
+        String::from_utf8_lossy(&early.stderr)
+    );
 
     // Scripts create accounts while the server runs.
     let (ok, out, err) = admin(

@@ -363,12 +363,59 @@ impl Config {
                 message: "must be from 1 to 1000".into(),
             });
         }
+        self.validate_timing()?;
         crate::ownstore::s3_location(self)?;
         if self.s3_part_size_bytes == 0 {
             return Err(ConfigError::Invalid {
                 field: "s3_part_size_bytes",
                 message: "must be positive (S3 wants at least 5 MiB)".into(),
             });
+        }
+        Ok(())
+    }
+
+    /// The queue's and the worker registry's clocks must fit together: a setting that passes
+    /// alone but contradicts another would lose healthy jobs or workers, or never run a job.
+    fn validate_timing(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: String| Err(ConfigError::Invalid { field, message });
+        // A job's heartbeat renews the lease three times per lease at least (worker::run);
+        // under 3 s one slow database write would lose a healthy job.
+        if self.lease_secs < 3 {
+            return invalid(
+                "lease_secs",
+                format!(
+                    "{} is too short: a lease must be at least 3 seconds",
+                    self.lease_secs
+                ),
+            );
+        }
+        if self.max_attempts < 1 {
+            return invalid(
+                "max_attempts",
+                format!(
+                    "{} would never run a job: allow at least 1 attempt",
+                    self.max_attempts
+                ),
+            );
+        }
+        if self.worker_heartbeat_secs == 0 {
+            return invalid(
+                "worker_heartbeat_secs",
+                "must be at least 1 second".to_string(),
+            );
+        }
+        // Two beats per timeout, so one late beat does not make a live worker look lost.
+        if self.worker_timeout_secs < 2 * self.worker_heartbeat_secs {
+            return invalid(
+                "worker_timeout_secs",
+                format!(
+                    "{} is shorter than two worker heartbeats ({} s each): a live worker would \
+                     look lost; set it to at least {}",
+                    self.worker_timeout_secs,
+                    self.worker_heartbeat_secs,
+                    2 * self.worker_heartbeat_secs
+                ),
+            );
         }
         Ok(())
     }
@@ -469,5 +516,50 @@ mod tests {
         };
         assert!(bad.validate().is_err());
         assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn contradictory_queue_timings_are_refused_with_the_setting_to_change() {
+        let refused = |c: Config| match c.validate() {
+            Err(ConfigError::Invalid { field, message }) => format!("{field}: {message}"),
+            other => panic!("accepted: {other:?}"),
+        };
+        let base = Config::default;
+        let e = refused(Config {
+            lease_secs: 1,
+            ..base()
+        });
+        assert!(
+            e.starts_with("lease_secs:") && e.contains("at least 3"),
+            "{e}"
+        );
+        let e = refused(Config {
+            max_attempts: 0,
+            ..base()
+        });
+        assert!(e.starts_with("max_attempts:"), "{e}");
+        let e = refused(Config {
+            worker_heartbeat_secs: 0,
+            ..base()
+        });
+        assert!(e.starts_with("worker_heartbeat_secs:"), "{e}");
+        let e = refused(Config {
+            worker_heartbeat_secs: 10,
+            worker_timeout_secs: 15,
+            ..base()
+        });
+        assert!(
+            e.starts_with("worker_timeout_secs:") && e.contains("at least 20"),
+            "{e}"
+        );
+        // The tightest accepted settings.
+        let tight = Config {
+            lease_secs: 3,
+            max_attempts: 1,
+            worker_heartbeat_secs: 1,
+            worker_timeout_secs: 2,
+            ..base()
+        };
+        assert!(tight.validate().is_ok());
     }
 }
