@@ -454,8 +454,11 @@ async fn execute(
     })
 }
 
+/// The job's recorded upload is not in the store. The bytes were accepted, so this is our
+/// side's problem (a worker on a stale copy of the store, an object restored late): hand the
+/// job back for another try, or another worker, rather than blame the customer.
 fn missing_upload() -> Failure {
-    Failure::Fatal("the uploaded source file is missing; upload it again in a new job".into())
+    Failure::Retry("the uploaded source is missing from the object store".into())
 }
 
 /// Copies an object of the (remote) object store into `dest`.

@@ -348,3 +348,60 @@ async fn a_worker_that_cannot_renew_its_lease_stops_when_the_lease_runs_out() {
         .await;
     app.stop().await;
 }
+
+/// A recorded upload missing from the store is our problem, not the customer's (a worker on a
+/// stale copy of the object directory, say): the job goes back to the queue and runs once the
+/// object is there, instead of failing at once.
+#[tokio::test]
+async fn a_job_whose_stored_source_is_missing_is_handed_back_and_runs_once_it_is_there() {
+    let clip_dir = tempfile::tempdir().unwrap();
+    let app = spawn_app_with(|c| c.workers = 0).await;
+    let clip = small_clip(clip_dir.path(), "gone.mp4", 2);
+    let mut spec = job_spec("h264", "480p", 30, "mp4");
+    spec["confirm"] = json!(true);
+    let id = app.upload_job(&clip, spec).await;
+    let job_id: convertrilo_core::JobId = id.parse().unwrap();
+    let repos = app.app_state.repos.clone();
+    let job = repos.jobs.job(job_id, None).await.unwrap().unwrap();
+    let stored = app.config.objects_dir().join(&job.input_key);
+    let aside = clip_dir.path().join("aside");
+    std::fs::rename(&stored, &aside).unwrap();
+
+    let mut config = test_config(app.dir.path());
+    config.database_url = Some(app.config.database_url());
+    let worker = convertrilo_server::startup::WorkerProcess::start(config)
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run_until(async {
+        let _ = stopped.await;
+    }));
+    // The first attempt finds nothing and hands the job back, to wait out its backoff.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let job = repos.jobs.job(job_id, None).await.unwrap().unwrap();
+        if job.attempts == 1 && job.status == convertrilo_core::JobStatus::Queued {
+            break;
+        }
+        assert!(
+            job.status != convertrilo_core::JobStatus::Failed,
+            "failed at once: {job:?}"
+        );
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never handed back: {job:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::rename(&aside, &stored).unwrap();
+    let s = app.wait_terminal(&id, Duration::from_secs(60)).await;
+    assert_eq!(s["status"], "success", "{s}");
+    let job = repos.jobs.job(job_id, None).await.unwrap().unwrap();
+    assert_eq!(job.attempts, 2, "{job:?}");
+    let out = app.download(&s).await;
+    // The 240-line source is not upscaled to 480p.
+    assert_eq!(stream(&probe(&out), "video").unwrap()["height"], 240);
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+    app.stop().await;
+}
