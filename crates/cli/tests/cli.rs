@@ -654,3 +654,35 @@ async fn a_second_stop_signal_hands_the_running_job_back_at_once() {
     let s = status(api_only.base.clone()).await;
     assert_eq!(s["status"], "queued", "{s}");
 }
+
+/// A database that cannot be reached is named with its real cause, each part said once, and
+/// an admin command on PostgreSQL leaves no data directory in the working directory.
+#[test]
+fn an_unreachable_database_is_reported_with_its_cause_once() {
+    let cwd = tempfile::tempdir().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let out = Command::new(BIN)
+        .arg("migrate")
+        .current_dir(cwd.path())
+        .env(
+            "CONVERTRILO_DATABASE_URL",
+            format!("postgres://fleet:pw@127.0.0.1:{port}/x"),
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("CONVERTRILO_DATABASE_URL") && err.contains("Connection refused"),
+        "the cause, not a pool timeout: {err}"
+    );
+    assert_eq!(err.matches("Connection refused").count(), 1, "{err}");
+    assert!(!err.contains(":pw@"), "the password is not shown: {err}");
+    assert_eq!(
+        std::fs::read_dir(cwd.path()).unwrap().count(),
+        0,
+        "nothing created in the working directory"
+    );
+}

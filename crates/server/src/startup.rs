@@ -56,8 +56,12 @@ pub fn tools(config: &Config) -> Tools {
 
 /// Opens the configured database (used by the server and by the admin commands).
 pub async fn open_repos(config: &Config) -> anyhow::Result<Repos> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    // The default SQLite file lives in the data directory; a PostgreSQL admin command run
+    // from any directory leaves no empty data directory behind.
+    if !config.database_url().starts_with("postgres") {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+    }
     convertrilo_db::connect(&config.database_url())
         .await
         .with_context(|| {

@@ -50,6 +50,10 @@ pub struct PgRepo {
 impl PgRepo {
     pub async fn connect(url: &str) -> DbResult<Self> {
         let options = PgConnectOptions::from_str(url)?;
+        // One plain connection first: the pool would hide why it cannot connect (a refused
+        // port, a wrong password) behind "pool timed out" after its whole acquire timeout.
+        use sqlx::Connection as _;
+        PgConnection::connect_with(&options).await?.close().await?;
         // Each PostgreSQL connection is a server process: enough for the API, in-process
         // workers and dispatchers of one node, while many nodes still fit the server's limit.
         let pool = PgPoolOptions::new()
