@@ -181,7 +181,7 @@ pub async fn run(
         }
         Outcome::Canceled => {
             kill_and_reap(&mut child).await;
-            tracing::info!(%command, "canceled; killed");
+            tracing::info!(%command, "stopped on request (job canceled, lease lost or worker stopping); killed");
             Err(ProcessError::Canceled { command })
         }
     }
