@@ -104,6 +104,10 @@ enum AdminCommand {
         #[arg(long)]
         email: String,
     },
+    /// Forget which object store the fleet uses, so the next process to start names its
+    /// own: only after a first start that was cut off, or when moving to a new, empty store
+    /// on purpose (jobs whose objects stay behind in the old store will not find them).
+    ForgetStore,
     /// Create an API key for a user; the raw key is printed once.
     CreateApiKey {
         #[arg(long)]
@@ -450,6 +454,13 @@ async fn admin(config: Config, cmd: AdminCommand) -> anyhow::Result<()> {
                     "granted {amount} NEU to {email}; available now {}",
                     b.available
                 );
+            }
+        }
+        AdminCommand::ForgetStore => {
+            if convertrilo_server::ownstore::forget_store(&repos).await? {
+                println!("the database no longer names an object store; the next process to start names its own");
+            } else {
+                println!("the database named no object store; nothing to do");
             }
         }
         AdminCommand::Ban { email } => set_banned(&repos, &email, true).await?,

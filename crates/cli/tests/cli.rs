@@ -436,6 +436,15 @@ async fn first_start_and_admin_commands() {
         !dir.path().join("typo").exists(),
         "a wrong --data-dir creates nothing"
     );
+
+    // Forgetting the store: once it goes, then there is nothing to forget.
+    let (ok, out, err) = admin(&data, &["forget-store"]);
+    assert!(
+        ok && out.contains("no longer names an object store"),
+        "{out}{err}"
+    );
+    let (ok, out, _) = admin(&data, &["forget-store"]);
+    assert!(ok && out.contains("nothing to do"), "{out}");
 }
 
 #[tokio::test]

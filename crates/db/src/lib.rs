@@ -94,6 +94,8 @@ pub trait AccountRepo: Send + Sync {
     async fn api_key_by_hash(&self, key_hash: &str) -> DbResult<Option<(ApiKey, User)>>;
     /// Returns the stored value, storing `value` first when the key is absent (first writer wins).
     async fn setting_or_insert(&self, key: &str, value: &str) -> DbResult<String>;
+    /// Removes a setting (only while it holds `only_if`, when given); true when one went.
+    async fn delete_setting(&self, key: &str, only_if: Option<&str>) -> DbResult<bool>;
 }
 
 #[async_trait]
@@ -158,7 +160,7 @@ pub trait JobRepo: Send + Sync {
     /// it is released. False (and no ledger move) when the lease was lost meanwhile.
     async fn finish(&self, id: JobId, worker: &str, outcome: &Outcome) -> DbResult<bool>;
     /// Gives a held job back to the queue (see [`HandBack`] for what each reason does).
-    async fn release(&self, id: JobId, worker: &str, why: HandBack<'_>) -> DbResult<()>;
+    async fn release(&self, id: JobId, worker: &str, why: HandBack<'_>) -> DbResult<HandedBack>;
     /// Fails a job that waits in the queue under no live lease, releasing its reservation;
     /// false when it is no longer waiting (claimed, canceled or ended meanwhile).
     async fn fail_queued(&self, id: JobId, message: &str) -> DbResult<bool>;

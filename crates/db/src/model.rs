@@ -239,26 +239,66 @@ pub enum HandBack<'a> {
     /// The process is stopping: the job did nothing wrong, so its attempt is refunded and
     /// another worker may take it at once.
     Shutdown,
-    /// A passing problem on our side (a store or database hiccup): the attempt counts, the
-    /// job waits `retry_in` before it can be claimed again (so one troubled worker does not
-    /// use up every attempt in a moment), and `reason` is kept for the message should the
-    /// job finally be given up.
-    PassingError { reason: &'a str, retry_in: Duration },
+    /// A passing problem on our side (the store or the database failing for a while). The
+    /// attempt is refunded too (`max_attempts` guards against inputs that kill workers), but
+    /// the job waits as `backoff` says before its next claim, and is given up with `reason`
+    /// in its message once `backoff` runs out.
+    PassingError { reason: &'a str, backoff: Backoff },
 }
 
-/// Why a job that used up its attempts was given up: each attempt was cut off (its worker
-/// died or lost its lease) or, when `last_error` is set, handed back after a passing problem.
-pub(crate) fn given_up_message(attempts: i32, last_error: Option<&str>) -> String {
-    match last_error {
-        Some(reason) => format!(
-            "the job was given up after {attempts} attempts: a problem on our side kept \
-             stopping it (the last one: {reason}); nothing was charged, create it again"
-        ),
-        None => format!(
-            "the job was interrupted {attempts} times (its worker stopped mid-encode each \
-             time) and was given up; nothing was charged, create it again"
-        ),
+/// How jobs handed back after passing problems wait, and for how many such problems.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The wait after the first problem; it doubles after each further one...
+    pub first: Duration,
+    /// ...up to this.
+    pub most: Duration,
+    /// Problems a job may meet; the next one gives it up.
+    pub retries: i32,
+}
+
+impl Backoff {
+    /// The workers' schedule: 5 s doubling to a minute, eight times, so a store or database
+    /// in trouble for about five minutes (315 s of waiting) is ridden out.
+    pub const PASSING_ERRORS: Backoff = Backoff {
+        first: Duration::from_secs(5),
+        most: Duration::from_secs(60),
+        retries: 8,
+    };
+
+    /// The wait after the `retry`-th problem (1-based).
+    pub fn delay(&self, retry: i32) -> Duration {
+        let doublings = retry.clamp(1, 17) as u32 - 1;
+        self.first.saturating_mul(1 << doublings).min(self.most)
     }
+}
+
+/// What a hand-back did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandedBack {
+    /// Queued again, claimable after the wait (zero at a shutdown).
+    Queued { after: Duration },
+    /// Failed for good, its reservation released.
+    GivenUp,
+    /// The worker no longer held the job (canceled or taken over meanwhile).
+    NotHeld,
+}
+
+/// The message of a job that used up its attempts: each was cut off (its worker died or lost
+/// its lease).
+pub(crate) fn interrupted_message(attempts: i32) -> String {
+    format!(
+        "the job was interrupted {attempts} times (its worker stopped mid-encode each time) \
+         and was given up; nothing was charged, create it again"
+    )
+}
+
+/// The message of a job given up after `retries` passing problems, `reason` the last.
+pub(crate) fn passing_problems_message(retries: i32, reason: &str) -> String {
+    format!(
+        "the job was given up after a problem on our side stopped it {retries} times over \
+         several minutes (the last: {reason}); nothing was charged, create it again"
+    )
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -296,4 +336,19 @@ pub enum Outcome {
     Failed {
         message: String,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Backoff;
+
+    #[test]
+    fn a_job_waits_longer_after_each_passing_problem_up_to_a_minute() {
+        let b = Backoff::PASSING_ERRORS;
+        let waits: Vec<u64> = (0..=8).map(|r| b.delay(r).as_secs()).collect();
+        assert_eq!(waits, [5, 5, 10, 20, 40, 60, 60, 60, 60]);
+        let total: u64 = (1..=b.retries).map(|r| b.delay(r).as_secs()).sum();
+        assert_eq!(total, 315, "about five minutes of trouble is ridden out");
+        assert_eq!(b.delay(i32::MAX).as_secs(), 60);
+    }
 }

@@ -217,6 +217,12 @@ fn job(owner: UserId) -> Job {
 }
 
 const LEASE: Duration = Duration::from_secs(30);
+/// A passing error after which the job is claimable again at once, many times over.
+const NO_WAIT: Backoff = Backoff {
+    first: Duration::ZERO,
+    most: Duration::ZERO,
+    retries: 1000,
+};
 
 #[tokio::test]
 async fn accounts_keys_and_settings() {
@@ -277,6 +283,13 @@ async fn accounts_keys_and_settings() {
                     .unwrap(),
                 "first"
             );
+            // Removed only while it holds the expected value, then free to be set again.
+            let s = &repos.accounts;
+            assert!(!s.delete_setting("s", Some("second")).await.unwrap());
+            assert!(s.delete_setting("s", Some("first")).await.unwrap());
+            assert!(!s.delete_setting("s", None).await.unwrap());
+            assert_eq!(s.setting_or_insert("s", "third").await.unwrap(), "third");
+            assert!(s.delete_setting("s", None).await.unwrap());
         })
         .await;
     }
@@ -522,10 +535,9 @@ async fn release_requeues_and_priority_orders_claims() {
                 .unwrap()
                 .unwrap();
             assert_eq!(first.id, high.id);
-            // A passing error with no wait: claimable again at once.
             let back = HandBack::PassingError {
                 reason: "test hiccup",
-                retry_in: Duration::ZERO,
+                backoff: NO_WAIT,
             };
             repos.jobs.release(high.id, "w", back).await.unwrap();
             assert_eq!(

@@ -233,7 +233,8 @@ pub enum ConfigError {
     Pricing { message: String },
     #[error("{message}")]
     Ingest { message: String },
-    #[error("{field}: {message}")]
+    /// Names the setting both ways it can be given (file key and environment variable).
+    #[error("{field} (CONVERTRILO_{env}): {message}", env = field.to_ascii_uppercase())]
     Invalid {
         field: &'static str,
         message: String,
@@ -389,11 +390,26 @@ impl Config {
                 ),
             );
         }
-        if self.max_attempts < 1 {
+        // Upper bounds keep the millisecond arithmetic far from overflow, and catch a unit
+        // mistake (milliseconds where seconds are meant).
+        const DAY: u64 = 86_400;
+        for (field, value) in [
+            ("lease_secs", self.lease_secs),
+            ("worker_heartbeat_secs", self.worker_heartbeat_secs),
+            ("worker_timeout_secs", self.worker_timeout_secs),
+        ] {
+            if value > DAY {
+                return invalid(
+                    field,
+                    format!("{value} is over a day ({DAY} s): give the time in seconds"),
+                );
+            }
+        }
+        if !(1..=100).contains(&self.max_attempts) {
             return invalid(
                 "max_attempts",
                 format!(
-                    "{} would never run a job: allow at least 1 attempt",
+                    "{} is out of range: allow 1 to 100 attempts",
                     self.max_attempts
                 ),
             );
@@ -521,7 +537,16 @@ mod tests {
     #[test]
     fn contradictory_queue_timings_are_refused_with_the_setting_to_change() {
         let refused = |c: Config| match c.validate() {
-            Err(ConfigError::Invalid { field, message }) => format!("{field}: {message}"),
+            Err(e @ ConfigError::Invalid { .. }) => {
+                let text = e.to_string();
+                // Named both ways a user may have set it.
+                let ConfigError::Invalid { field, .. } = e else {
+                    unreachable!()
+                };
+                let env = format!("(CONVERTRILO_{})", field.to_ascii_uppercase());
+                assert!(text.contains(&env), "{text}");
+                text.replacen(&format!(" {env}"), "", 1)
+            }
             other => panic!("accepted: {other:?}"),
         };
         let base = Config::default;
@@ -552,6 +577,20 @@ mod tests {
             e.starts_with("worker_timeout_secs:") && e.contains("at least 20"),
             "{e}"
         );
+        // A unit mistake, and a value that would overflow the millisecond arithmetic.
+        let e = refused(Config {
+            worker_timeout_secs: u64::MAX / 2,
+            ..base()
+        });
+        assert!(
+            e.starts_with("worker_timeout_secs:") && e.contains("over a day"),
+            "{e}"
+        );
+        let e = refused(Config {
+            lease_secs: 100_000,
+            ..base()
+        });
+        assert!(e.starts_with("lease_secs:"), "{e}");
         // The tightest accepted settings.
         let tight = Config {
             lease_secs: 3,

@@ -42,7 +42,8 @@ pub fn s3_location(config: &Config) -> Result<Option<(S3Location, String)>, Conf
     if !prefix.is_empty() {
         convertrilo_storage::validate_key(prefix).map_err(|_| {
             invalid(format!(
-                "the prefix {prefix:?} must be plain characters (letters, digits, - _ . /)"
+                "the prefix {prefix:?} must be plain characters (letters, digits, - _ . /) \
+                 in segments that are not empty, `.` or `..`"
             ))
         })?;
     }
@@ -78,7 +79,13 @@ pub fn s3_location(config: &Config) -> Result<Option<(S3Location, String)>, Conf
         credentials,
     };
     // Catches a bucket name that cannot be a host name while the config is being read.
-    S3Bucket::new(&location).map_err(|e| invalid(e.to_string()))?;
+    // The storage layer speaks of the request field; here the setting is what to change.
+    S3Bucket::new(&location).map_err(|e| {
+        invalid(
+            e.to_string()
+                .replace("forcePathStyle: true", "storage_s3_force_path_style = true"),
+        )
+    })?;
     Ok(Some((location, prefix.to_string())))
 }
 
@@ -143,6 +150,14 @@ pub async fn check_store_identity(
             }
         )
     };
+    // The database names a store that holds no name: the fleet's store is elsewhere, or a
+    // first start was cut off between naming the store in the database and in the store.
+    let unnamed = || {
+        mismatch(None).context(
+            "if no process on this database has ever stored anything (a first start that was \
+             cut off), `convertrilo admin forget-store` lets the next start name this store",
+        )
+    };
     if let Some(id) = read_store_id(store).await.map_err(unreachable)? {
         let known = repos
             .accounts
@@ -161,15 +176,20 @@ pub async fn check_store_identity(
         .await?;
     if known == fresh {
         let body = futures::stream::iter([Ok(bytes::Bytes::from(format!("{fresh}\n")))]);
-        store
-            .put_stream(STORE_ID_KEY, Box::pin(body), 64)
-            .await
-            .map_err(unreachable)?;
+        if let Err(e) = store.put_stream(STORE_ID_KEY, Box::pin(body), 64).await {
+            // Unname the store again, or every later start would find the database naming a
+            // store that holds no name (a passing outage, read-only credentials).
+            repos
+                .accounts
+                .delete_setting(STORE_ID_SETTING, Some(&fresh))
+                .await?;
+            return Err(unreachable(e));
+        }
         return Ok(());
     }
     // Another process named the store a moment ago and may not have written its object yet
-    // (an API and its workers started together on a new database): wait for it briefly.
-    for _ in 0..8 {
+    // (an API and its workers started together on a new database): wait for it a while.
+    for _ in 0..40 {
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         if let Some(id) = read_store_id(store).await.map_err(unreachable)? {
             return if id == known {
@@ -179,7 +199,31 @@ pub async fn check_store_identity(
             };
         }
     }
-    Err(mismatch(None))
+    Err(unnamed())
+}
+
+/// Forgets which store the database's processes use, so that the next process to start names
+/// its own: after a first start that was cut off, or for a fleet moved to a new store on
+/// purpose (one that holds a copy of the old store's objects, `store-id` included, needs
+/// nothing: it is recognised).
+pub async fn forget_store(repos: &convertrilo_db::Repos) -> anyhow::Result<bool> {
+    Ok(repos
+        .accounts
+        .delete_setting(STORE_ID_SETTING, None)
+        .await?)
+}
+
+/// The readiness probe: the store's name must be there, so that a store moved, emptied or
+/// replaced under a running process shows as not ready.
+pub async fn probe_store(store: &dyn ObjectStore) -> Result<(), StorageError> {
+    match store.size(STORE_ID_KEY).await {
+        Ok(_) => Ok(()),
+        Err(StorageError::NotFound(_)) => Err(StorageError::Remote(format!(
+            "its `{STORE_ID_KEY}` object is gone: the store was moved, emptied or replaced \
+             under this process; restart it on the fleet's store"
+        ))),
+        Err(e) => Err(e),
+    }
 }
 
 /// The id in the store's `store-id` object, `None` when there is none yet.

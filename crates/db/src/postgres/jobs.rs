@@ -386,7 +386,7 @@ impl JobRepo for PgRepo {
         self.queue_finish(id, worker, outcome).await
     }
 
-    async fn release(&self, id: JobId, worker: &str, why: HandBack<'_>) -> DbResult<()> {
+    async fn release(&self, id: JobId, worker: &str, why: HandBack<'_>) -> DbResult<HandedBack> {
         self.queue_release(id, worker, why).await
     }
 

@@ -73,7 +73,7 @@ impl PgRepo {
                    FOR NO KEY UPDATE OF q, j SKIP LOCKED)
                  UPDATE queue q SET lease_owner = $1, lease_until = $2, attempts = q.attempts + 1
                  FROM next WHERE q.job_id = next.job_id
-                 RETURNING q.job_id, q.attempts, q.last_error",
+                 RETURNING q.job_id, q.attempts",
             )
             .bind(worker)
             .bind(now + ms(lease))
@@ -88,8 +88,7 @@ impl PgRepo {
             let job_id: String = claimed.try_get("job_id")?;
             let attempts: i32 = claimed.try_get("attempts")?;
             if attempts > max_attempts {
-                let last_error: Option<String> = claimed.try_get("last_error")?;
-                let msg = given_up_message(attempts - 1, last_error.as_deref());
+                let msg = interrupted_message(attempts - 1);
                 give_up(&mut tx, &job_id, &msg, now).await?;
                 tx.commit().await?;
                 continue;
@@ -233,52 +232,56 @@ impl PgRepo {
         id: JobId,
         worker: &str,
         why: HandBack<'_>,
-    ) -> DbResult<()> {
+    ) -> DbResult<HandedBack> {
         let now = now_ms();
-        let (refund, not_before, reason) = match why {
-            HandBack::Shutdown => (1, None, None),
-            HandBack::PassingError { reason, retry_in } => {
-                (0, Some(now + ms(retry_in)), Some(reason))
-            }
-        };
+        let job_id = id.to_string();
+        let passing = matches!(why, HandBack::PassingError { .. });
         let mut tx = self.pool.begin().await?;
+        // Either way the attempt is refunded: attempts count the runs a worker did not survive.
         let held = sqlx::query(
-            "UPDATE queue SET lease_owner = NULL, lease_until = NULL, attempts = attempts - $1,
-               not_before = $2, last_error = COALESCE($3, last_error)
-             WHERE job_id = $4 AND lease_owner = $5",
+            "UPDATE queue SET lease_owner = NULL, lease_until = NULL, attempts = attempts - 1,
+               retries = retries + $1
+             WHERE job_id = $2 AND lease_owner = $3 RETURNING retries",
         )
-        .bind(refund)
-        .bind(not_before)
-        .bind(reason)
-        .bind(id.to_string())
+        .bind(i32::from(passing))
+        .bind(&job_id)
         .bind(worker)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if held.rows_affected() == 1 {
-            let back = sqlx::query(
-                "UPDATE jobs SET status = 'queued', pct = NULL, updated_at = $1 WHERE id = $2 AND status = 'running'",
-            )
-            .bind(now)
-            .bind(id.to_string())
+        let Some(held) = held else {
+            return Ok(HandedBack::NotHeld);
+        };
+        let retries: i32 = held.try_get("retries")?;
+        let after = match why {
+            HandBack::Shutdown => Duration::ZERO,
+            HandBack::PassingError { reason, backoff } if retries > backoff.retries => {
+                let msg = passing_problems_message(retries, reason);
+                give_up(&mut tx, &job_id, &msg, now).await?;
+                tx.commit().await?;
+                return Ok(HandedBack::GivenUp);
+            }
+            HandBack::PassingError { backoff, .. } => backoff.delay(retries),
+        };
+        sqlx::query("UPDATE queue SET not_before = $1 WHERE job_id = $2")
+            .bind((after > Duration::ZERO).then(|| now + ms(after)))
+            .bind(&job_id)
             .execute(&mut *tx)
             .await?;
-            if back.rows_affected() == 1 {
-                emit_for_job(
-                    &mut tx,
-                    &id.to_string(),
-                    "job.queued",
-                    JobStatus::Queued,
-                    now,
-                )
-                .await?;
-            }
-            self.notify(&mut tx, &QueueEvent::Queued).await?;
+        let back = sqlx::query(
+            "UPDATE jobs SET status = 'queued', pct = NULL, updated_at = $1
+             WHERE id = $2 AND status = 'running'",
+        )
+        .bind(now)
+        .bind(&job_id)
+        .execute(&mut *tx)
+        .await?;
+        if back.rows_affected() == 1 {
+            emit_for_job(&mut tx, &job_id, "job.queued", JobStatus::Queued, now).await?;
         }
+        self.notify(&mut tx, &QueueEvent::Queued).await?;
         tx.commit().await?;
-        if held.rows_affected() == 1 {
-            self.announce(QueueEvent::Queued);
-        }
-        Ok(())
+        self.announce(QueueEvent::Queued);
+        Ok(HandedBack::Queued { after })
     }
 
     pub(super) async fn queue_fail_queued(&self, id: JobId, message: &str) -> DbResult<bool> {

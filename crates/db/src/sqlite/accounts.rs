@@ -117,4 +117,14 @@ impl AccountRepo for SqliteRepo {
             .await?
             .try_get(0)?)
     }
+
+    async fn delete_setting(&self, key: &str, only_if: Option<&str>) -> DbResult<bool> {
+        let gone =
+            sqlx::query("DELETE FROM settings WHERE key = ?1 AND (?2 IS NULL OR value = ?2)")
+                .bind(key)
+                .bind(only_if)
+                .execute(&self.pool)
+                .await?;
+        Ok(gone.rows_affected() > 0)
+    }
 }

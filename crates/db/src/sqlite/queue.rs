@@ -67,7 +67,7 @@ impl SqliteRepo {
                      AND (? = '' OR need_encoder = '' OR instr(?, ',' || need_encoder || ',') > 0)
                      AND (need_vmaf = 0 OR ?)
                    ORDER BY priority DESC, enqueued_at, rowid LIMIT 1)
-                 RETURNING job_id, attempts, last_error",
+                 RETURNING job_id, attempts",
             )
             .bind(worker)
             .bind(now + ms(lease))
@@ -84,8 +84,7 @@ impl SqliteRepo {
             let job_id: String = claimed.try_get("job_id")?;
             let attempts: i32 = claimed.try_get("attempts")?;
             if attempts > max_attempts {
-                let last_error: Option<String> = claimed.try_get("last_error")?;
-                let msg = given_up_message(attempts - 1, last_error.as_deref());
+                let msg = interrupted_message(attempts - 1);
                 give_up(&mut tx, &job_id, &msg, now).await?;
                 tx.commit().await?;
                 continue;
@@ -231,47 +230,55 @@ impl SqliteRepo {
         id: JobId,
         worker: &str,
         why: HandBack<'_>,
-    ) -> DbResult<()> {
+    ) -> DbResult<HandedBack> {
         let now = now_ms();
-        let (refund, not_before, reason) = match why {
-            HandBack::Shutdown => (1, None, None),
-            HandBack::PassingError { reason, retry_in } => {
-                (0, Some(now + ms(retry_in)), Some(reason))
-            }
-        };
+        let job_id = id.to_string();
+        let passing = matches!(why, HandBack::PassingError { .. });
         let mut tx = self.pool.begin().await?;
+        // Either way the attempt is refunded: attempts count the runs a worker did not survive.
         let held = sqlx::query(
-            "UPDATE queue SET lease_owner = NULL, lease_until = NULL, attempts = attempts - ?,
-               not_before = ?, last_error = COALESCE(?, last_error)
-             WHERE job_id = ? AND lease_owner = ?",
+            "UPDATE queue SET lease_owner = NULL, lease_until = NULL, attempts = attempts - 1,
+               retries = retries + ?
+             WHERE job_id = ? AND lease_owner = ? RETURNING retries",
         )
-        .bind(refund)
-        .bind(not_before)
-        .bind(reason)
-        .bind(id.to_string())
+        .bind(i32::from(passing))
+        .bind(&job_id)
         .bind(worker)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(held) = held else {
+            return Ok(HandedBack::NotHeld);
+        };
+        let retries: i32 = held.try_get("retries")?;
+        let after = match why {
+            HandBack::Shutdown => Duration::ZERO,
+            HandBack::PassingError { reason, backoff } if retries > backoff.retries => {
+                let msg = passing_problems_message(retries, reason);
+                give_up(&mut tx, &job_id, &msg, now).await?;
+                tx.commit().await?;
+                return Ok(HandedBack::GivenUp);
+            }
+            HandBack::PassingError { backoff, .. } => backoff.delay(retries),
+        };
+        sqlx::query("UPDATE queue SET not_before = ? WHERE job_id = ?")
+            .bind((after > Duration::ZERO).then(|| now + ms(after)))
+            .bind(&job_id)
+            .execute(&mut *tx)
+            .await?;
+        let back = sqlx::query(
+            "UPDATE jobs SET status = 'queued', pct = NULL, updated_at = ?
+             WHERE id = ? AND status = 'running'",
+        )
+        .bind(now)
+        .bind(&job_id)
         .execute(&mut *tx)
         .await?;
-        if held.rows_affected() == 1 {
-            let back = sqlx::query("UPDATE jobs SET status = 'queued', pct = NULL, updated_at = ? WHERE id = ? AND status = 'running'")
-                .bind(now)
-                .bind(id.to_string())
-                .execute(&mut *tx)
-                .await?;
-            if back.rows_affected() == 1 {
-                emit_for_job(
-                    &mut tx,
-                    &id.to_string(),
-                    "job.queued",
-                    JobStatus::Queued,
-                    now,
-                )
-                .await?;
-            }
+        if back.rows_affected() == 1 {
+            emit_for_job(&mut tx, &job_id, "job.queued", JobStatus::Queued, now).await?;
         }
         tx.commit().await?;
         self.announce(QueueEvent::Queued);
-        Ok(())
+        Ok(HandedBack::Queued { after })
     }
 
     pub(super) async fn queue_fail_queued(&self, id: JobId, message: &str) -> DbResult<bool> {

@@ -398,7 +398,7 @@ async fn failure_cancel_and_give_up_release_everything() {
             // Handing a job back keeps its reservation.
             let back = HandBack::PassingError {
                 reason: "test hiccup",
-                retry_in: Duration::ZERO,
+                backoff: super::NO_WAIT,
             };
             repos.jobs.release(running, "w", back).await.unwrap();
             assert_eq!(check(&repos, a).await.reserved, whole(3));

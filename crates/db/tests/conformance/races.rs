@@ -201,9 +201,9 @@ async fn workers_owners_and_sweeps_race_without_deadlock() {
                                 0 => {
                                     let back = HandBack::PassingError {
                                         reason: "race",
-                                        retry_in: Duration::ZERO,
+                                        backoff: super::NO_WAIT,
                                     };
-                                    repos.jobs.release(j.id, &me, back).await.unwrap()
+                                    repos.jobs.release(j.id, &me, back).await.unwrap();
                                 }
                                 1 => {
                                     repos.jobs.finish(j.id, &me, &failed()).await.unwrap();

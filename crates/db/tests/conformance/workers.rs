@@ -259,7 +259,8 @@ pub(crate) async fn check_refund_events_and_stats(repos: &Repos) {
     let a = queued(repos, owner, Policy::Fastest, Optimize::None).await;
     assert_eq!(events.recv().await.unwrap(), QueueEvent::Queued);
 
-    // A graceful hand-back does not use up an attempt; a passing failure does.
+    // Neither a graceful hand-back nor a passing failure uses up an attempt: attempts count
+    // the runs a worker did not survive.
     let any = ClaimFilter::any();
     for _ in 0..5 {
         let got = repos
@@ -282,11 +283,24 @@ pub(crate) async fn check_refund_events_and_stats(repos: &Repos) {
         .unwrap()
         .unwrap();
     // A passing error: the job waits out its backoff before anyone can claim it again.
+    let wait = Duration::from_millis(400);
     let hiccup = HandBack::PassingError {
         reason: "object store: connection refused",
-        retry_in: Duration::from_millis(400),
+        backoff: Backoff {
+            first: wait,
+            most: wait,
+            retries: 3,
+        },
     };
-    repos.jobs.release(a.id, "w/0", hiccup).await.unwrap();
+    assert_eq!(
+        repos.jobs.release(a.id, "w/0", hiccup).await.unwrap(),
+        HandedBack::Queued { after: wait }
+    );
+    assert_eq!(
+        repos.jobs.release(a.id, "w/0", hiccup).await.unwrap(),
+        HandedBack::NotHeld,
+        "handed back once"
+    );
     assert_eq!(
         repos.jobs.job(a.id, None).await.unwrap().unwrap().status,
         JobStatus::Queued
@@ -313,7 +327,7 @@ pub(crate) async fn check_refund_events_and_stats(repos: &Repos) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(got.attempts, 2);
+    assert_eq!(got.attempts, 1, "the passing error did not count");
 
     let stats = repos.stats.stats(now_ms()).await.unwrap();
     assert_eq!((stats.queue_depth, stats.running), (0, 1));
@@ -329,22 +343,34 @@ pub(crate) async fn check_refund_events_and_stats(repos: &Repos) {
     assert!(stats.jobs_by_status.contains(&(JobStatus::Canceled, 1)));
     check(repos, owner).await;
 
-    // A job whose every attempt ends in a passing error is given up with the last of them
-    // named, not as if its workers had died.
+    // A job that keeps meeting passing errors is given up once its backoff runs out, with
+    // the last error named, not as if its workers had died.
     let b = queued(repos, owner, Policy::Fastest, Optimize::None).await;
-    for attempt in 1..=2 {
+    let back = HandBack::PassingError {
+        reason: "object store: connection refused",
+        backoff: Backoff {
+            first: Duration::ZERO,
+            most: Duration::ZERO,
+            retries: 2,
+        },
+    };
+    for retry in 1..=3 {
         let got = repos
             .jobs
             .claim("w/0", LEASE, 2, &any)
             .await
             .unwrap()
             .unwrap();
-        assert_eq!((got.id, got.attempts), (b.id, attempt));
-        let back = HandBack::PassingError {
-            reason: "object store: connection refused",
-            retry_in: Duration::ZERO,
+        assert_eq!((got.id, got.attempts), (b.id, 1));
+        let handed = repos.jobs.release(b.id, "w/0", back).await.unwrap();
+        let want = if retry <= 2 {
+            HandedBack::Queued {
+                after: Duration::ZERO,
+            }
+        } else {
+            HandedBack::GivenUp
         };
-        repos.jobs.release(b.id, "w/0", back).await.unwrap();
+        assert_eq!(handed, want, "retry {retry}");
     }
     assert!(repos
         .jobs
@@ -356,7 +382,7 @@ pub(crate) async fn check_refund_events_and_stats(repos: &Repos) {
     assert_eq!(failed.status, JobStatus::Failed);
     let message = failed.failure_message.unwrap();
     assert!(
-        message.contains("after 2 attempts")
+        message.contains("3 times")
             && message.contains("object store: connection refused")
             && !message.contains("interrupted"),
         "{message}"

@@ -8,7 +8,9 @@
 use super::{customer, fetch};
 use crate::state::AppState;
 use convertrilo_core::{neu::total_price, Neu};
-use convertrilo_db::{HandBack, Heartbeat, Ingest, Job, Outcome, Progress, Reservation};
+use convertrilo_db::{
+    Backoff, HandBack, HandedBack, Heartbeat, Ingest, Job, Outcome, Progress, Reservation,
+};
 use convertrilo_media::{
     choose_encoder, plan_encode, probe, run_encode,
     vmaf::{optimize, VmafJob},
@@ -94,32 +96,30 @@ pub(super) async fn run_job(
                 .await
                 .map(|_| ())
         }
-        Err(Failure::Retry(reason)) => {
-            let retry_in = retry_delay(job.attempts);
-            tracing::warn!(%reason, ?retry_in, "job handed back to the queue after a passing error");
-            jobs.release(
+        Err(Failure::Retry(reason)) => jobs
+            .release(
                 id,
                 worker_id,
                 HandBack::PassingError {
                     reason: &reason,
-                    retry_in,
+                    backoff: Backoff::PASSING_ERRORS,
                 },
             )
             .await
-        }
+            .map(|back| match back {
+                HandedBack::Queued { after } => tracing::warn!(
+                    %reason, retry_in = ?after, "job handed back to the queue after a passing error"
+                ),
+                HandedBack::GivenUp => tracing::warn!(
+                    %reason, "job given up: passing errors kept stopping it"
+                ),
+                HandedBack::NotHeld => {}
+            }),
     };
     if let Err(e) = recorded {
         // The lease will expire and the job will be claimed again.
         tracing::error!(error = %e, "could not record the job's outcome");
     }
-}
-
-/// How long a job handed back after its `attempt`-th try waits before it can be claimed
-/// again: 5 s, then doubling up to a minute, long enough for a store or database hiccup to
-/// pass, short against an encode.
-fn retry_delay(attempt: i32) -> Duration {
-    let doublings = attempt.clamp(1, 5) as u32 - 1;
-    Duration::from_secs(5 << doublings).min(Duration::from_secs(60))
 }
 
 async fn heartbeat_loop(
@@ -484,14 +484,8 @@ async fn fetch_stored(state: &AppState, key: &str, dest: &std::path::Path) -> Re
 
 #[cfg(test)]
 mod tests {
-    use super::{retry_delay, LeaseGuard};
+    use super::LeaseGuard;
     use std::time::{Duration, Instant};
-
-    #[test]
-    fn a_handed_back_job_waits_longer_after_each_passing_error_up_to_a_minute() {
-        let waits: Vec<u64> = (0..=8).map(|a| retry_delay(a).as_secs()).collect();
-        assert_eq!(waits, [5, 5, 10, 20, 40, 60, 60, 60, 60]);
-    }
 
     #[test]
     fn the_lease_runs_out_a_lease_after_the_last_renewal_was_sent() {

@@ -280,3 +280,72 @@ async fn readiness_fails_naming_the_store_when_the_bucket_goes_away() {
     assert!(failed.contains("NoSuchBucket"), "{body}");
     app.stop().await;
 }
+
+/// A first start that cannot write the store's name leaves the database unnamed, so a later
+/// start with working settings goes ahead; `forget_store` lets a fleet name another store.
+#[tokio::test]
+async fn a_first_start_that_cannot_name_the_store_leaves_nothing_behind() {
+    let s3 = S3Server::start(&["media", "other"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let on_bucket = |bucket: &str| {
+        let mut c = test_config(dir.path());
+        c.storage_url = Some(format!("s3://{bucket}/fleet"));
+        c.storage_s3_endpoint = Some(s3.endpoint.clone());
+        c.storage_s3_access_key_id = Some(ACCESS_KEY.into());
+        c.storage_s3_secret_access_key = Some(SECRET_KEY.into());
+        c.storage_s3_force_path_style = true;
+        c
+    };
+    let start = |c: convertrilo_server::config::Config| async move {
+        convertrilo_server::startup::WorkerProcess::start(c)
+            .await
+            .map_err(|e| format!("{e:#}"))
+    };
+    // Read-only credentials: the name cannot be written.
+    let err = start(on_bucket("readonly")).await.err().expect("refused");
+    assert!(
+        err.contains("cannot use the bucket readonly") && err.contains("AccessDenied"),
+        "{err}"
+    );
+    // The database was left unnamed: the right bucket starts.
+    let worker = start(on_bucket("media"))
+        .await
+        .expect("starts after a failed first start");
+    worker.run_until(async {}).await.unwrap();
+    assert!(s3.path("media", "fleet/store-id").is_file());
+
+    // Another bucket is refused, with the way out named...
+    let err = start(on_bucket("other")).await.err().expect("refused");
+    assert!(err.contains("admin forget-store"), "{err}");
+    // ...which makes the next start name its own store.
+    let repos = convertrilo_server::startup::open_repos(&on_bucket("other"))
+        .await
+        .unwrap();
+    assert!(convertrilo_server::ownstore::forget_store(&repos)
+        .await
+        .unwrap());
+    let worker = start(on_bucket("other"))
+        .await
+        .expect("starts once the store is forgotten");
+    worker.run_until(async {}).await.unwrap();
+    assert!(s3.path("other", "fleet/store-id").is_file());
+}
+
+/// With local storage too, a process whose object directory was moved away is not ready.
+#[tokio::test]
+async fn readiness_fails_when_the_local_object_directory_is_moved_away() {
+    let app = spawn_app().await;
+    let objects = app.config.objects_dir();
+    let aside = app.dir.path().join("objects-aside");
+    std::fs::rename(&objects, &aside).unwrap();
+    let (code, body) = app.get("/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body["failed"][0].as_str().unwrap().contains("store-id"),
+        "{body}"
+    );
+    std::fs::rename(&aside, &objects).unwrap();
+    let (code, body) = app.get("/readyz").await;
+    assert_eq!(code, 200, "{body}");
+    app.stop().await;
+}

@@ -1,7 +1,8 @@
 //! A real S3 protocol server on a loopback port: `s3s` (SigV4 header and presigned-URL
 //! authentication, the S3 REST API) over `s3s-fs` (buckets are directories of a temporary
 //! root, objects are files). One access key pair is accepted; the bucket `locked` answers
-//! every request with `AccessDenied`, as a bucket policy would; and a bucket that does not
+//! every request with `AccessDenied`, as a bucket policy would, and the bucket `readonly`
+//! every write, as read-only credentials would; and a bucket that does not
 //! exist is `NoSuchBucket` for every operation, as on S3 (s3s-fs alone would create it on a
 //! write).
 
@@ -43,6 +44,13 @@ impl S3Access for Policy {
         };
         match bucket {
             Some(b) if b == "locked" => Err(s3_error!(AccessDenied, "Access Denied")),
+            // Read-only credentials: reads pass, writes are refused.
+            Some(b)
+                if b == "readonly"
+                    && !matches!(*cx.method(), hyper::Method::GET | hyper::Method::HEAD) =>
+            {
+                Err(s3_error!(AccessDenied, "Access Denied"))
+            }
             Some(b) if !self.root.join(&b).is_dir() => Err(s3_error!(
                 NoSuchBucket,
                 "The specified bucket does not exist"
@@ -56,7 +64,7 @@ impl S3Server {
     /// Starts the server with the given (empty) buckets.
     pub async fn start(buckets: &[&str]) -> S3Server {
         let root = tempfile::tempdir().unwrap();
-        for b in buckets.iter().chain(["locked"].iter()) {
+        for b in buckets.iter().chain(["locked", "readonly"].iter()) {
             std::fs::create_dir_all(root.path().join(b)).unwrap();
         }
         let fs = s3s_fs::FileSystem::new(root.path()).unwrap();

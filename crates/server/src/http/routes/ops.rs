@@ -47,10 +47,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         Ok(Err(e)) => failed.push(labelled("database", &e)),
         Err(_) => failed.push(format!("database: no answer within {READY_TIMEOUT:?}")),
     }
-    // Asking for the size of an object that does not exist is the cheapest call every
-    // store answers; "not found" is the healthy answer.
-    match tokio::time::timeout(READY_TIMEOUT, state.store.size("readyz/probe")).await {
-        Ok(Ok(_)) | Ok(Err(convertrilo_storage::StorageError::NotFound(_))) => {}
+    // One HEAD (or stat) of the store's name: cheap, and it fails when the store was moved,
+    // emptied or replaced under this process, not only when it cannot be reached.
+    let store = crate::ownstore::probe_store(state.store.as_ref());
+    match tokio::time::timeout(READY_TIMEOUT, store).await {
+        Ok(Ok(())) => {}
         Ok(Err(e)) => failed.push(labelled("object store", &e)),
         Err(_) => failed.push(format!("object store: no answer within {READY_TIMEOUT:?}")),
     }
