@@ -107,7 +107,11 @@ enum AdminCommand {
     /// Forget which object store the fleet uses, so the next process to start names its
     /// own: only after a first start that was cut off, or when moving to a new, empty store
     /// on purpose (jobs whose objects stay behind in the old store will not find them).
-    ForgetStore,
+    ForgetStore {
+        /// Go ahead although jobs or live workers use the store the database names.
+        #[arg(long)]
+        force: bool,
+    },
     /// Create an API key for a user; the raw key is printed once.
     CreateApiKey {
         #[arg(long)]
@@ -456,7 +460,32 @@ async fn admin(config: Config, cmd: AdminCommand) -> anyhow::Result<()> {
                 );
             }
         }
-        AdminCommand::ForgetStore => {
+        AdminCommand::ForgetStore { force } => {
+            let now = convertrilo_core::time::now_ms();
+            let live_since = now - (config.worker_timeout_secs * 1000) as i64;
+            let live = repos
+                .workers
+                .workers()
+                .await?
+                .iter()
+                .filter(|w| w.worker.last_seen >= live_since)
+                .count();
+            let jobs: i64 = repos
+                .stats
+                .stats(now)
+                .await?
+                .jobs_by_status
+                .iter()
+                .map(|(_, n)| n)
+                .sum();
+            if (live > 0 || jobs > 0) && !force {
+                anyhow::bail!(
+                    "{jobs} job(s) and {live} live worker process(es) use the object store this \
+                     database names; forgetting it would leave their objects behind. A process \
+                     refused for another store has wrong settings: fix those instead. To move to \
+                     a new, empty store on purpose, stop the fleet and pass --force"
+                );
+            }
             if convertrilo_server::ownstore::forget_store(&repos).await? {
                 println!("the database no longer names an object store; the next process to start names its own");
             } else {

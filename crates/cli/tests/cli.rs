@@ -437,13 +437,19 @@ async fn first_start_and_admin_commands() {
         "a wrong --data-dir creates nothing"
     );
 
-    // Forgetting the store: once it goes, then there is nothing to forget.
-    let (ok, out, err) = admin(&data, &["forget-store"]);
+    // Forgetting the store is refused while jobs and a live worker use it, unless forced;
+    // then there is nothing left to forget.
+    let (ok, _, err) = admin(&data, &["forget-store"]);
+    assert!(
+        !ok && err.contains("live worker") && err.contains("--force"),
+        "{err}"
+    );
+    let (ok, out, err) = admin(&data, &["forget-store", "--force"]);
     assert!(
         ok && out.contains("no longer names an object store"),
         "{out}{err}"
     );
-    let (ok, out, _) = admin(&data, &["forget-store"]);
+    let (ok, out, _) = admin(&data, &["forget-store", "--force"]);
     assert!(ok && out.contains("nothing to do"), "{out}");
 }
 

@@ -393,15 +393,20 @@ impl Config {
         // Upper bounds keep the millisecond arithmetic far from overflow, and catch a unit
         // mistake (milliseconds where seconds are meant).
         const DAY: u64 = 86_400;
-        for (field, value) in [
-            ("lease_secs", self.lease_secs),
-            ("worker_heartbeat_secs", self.worker_heartbeat_secs),
-            ("worker_timeout_secs", self.worker_timeout_secs),
+        const HOUR: u64 = 3_600;
+        for (field, value, most) in [
+            ("lease_secs", self.lease_secs, DAY),
+            // An hour at most, so that twice it (the least worker timeout) stays under a day.
+            ("worker_heartbeat_secs", self.worker_heartbeat_secs, HOUR),
+            ("worker_timeout_secs", self.worker_timeout_secs, DAY),
+            ("unrunnable_grace_secs", self.unrunnable_grace_secs, DAY),
+            ("drain_timeout_secs", self.drain_timeout_secs, DAY),
+            ("webhook_timeout_secs", self.webhook_timeout_secs, HOUR),
         ] {
-            if value > DAY {
+            if value > most {
                 return invalid(
                     field,
-                    format!("{value} is over a day ({DAY} s): give the time in seconds"),
+                    format!("{value} is over the limit of {most} s: give the time in seconds"),
                 );
             }
         }
@@ -535,6 +540,32 @@ mod tests {
     }
 
     #[test]
+    fn storage_errors_name_the_setting_to_change() {
+        let refused = |url: &str, endpoint: Option<&str>| {
+            Config {
+                storage_url: Some(url.into()),
+                storage_s3_endpoint: endpoint.map(Into::into),
+                ..Config::default()
+            }
+            .validate()
+            .unwrap_err()
+            .to_string()
+        };
+        let e = refused("s3://media/p", Some("ftp://x"));
+        assert!(
+            e.starts_with("storage_s3_endpoint (CONVERTRILO_STORAGE_S3_ENDPOINT):"),
+            "{e}"
+        );
+        let e = refused("s3://Bad_Bucket/p", None);
+        assert!(
+            e.starts_with("storage_url") && e.contains("storage_s3_force_path_style = true"),
+            "{e}"
+        );
+        let e = refused("s3://media/../p", None);
+        assert!(e.contains("`..`"), "{e}");
+    }
+
+    #[test]
     fn contradictory_queue_timings_are_refused_with_the_setting_to_change() {
         let refused = |c: Config| match c.validate() {
             Err(e @ ConfigError::Invalid { .. }) => {
@@ -583,9 +614,21 @@ mod tests {
             ..base()
         });
         assert!(
-            e.starts_with("worker_timeout_secs:") && e.contains("over a day"),
+            e.starts_with("worker_timeout_secs:") && e.contains("over the limit of 86400"),
             "{e}"
         );
+        let e = refused(Config {
+            unrunnable_grace_secs: 10_000_000_000_000_000,
+            ..base()
+        });
+        assert!(e.starts_with("unrunnable_grace_secs:"), "{e}");
+        // A heartbeat whose least worker timeout would be refused is refused itself.
+        let e = refused(Config {
+            worker_heartbeat_secs: 50_000,
+            worker_timeout_secs: 86_400,
+            ..base()
+        });
+        assert!(e.starts_with("worker_heartbeat_secs:"), "{e}");
         let e = refused(Config {
             lease_secs: 100_000,
             ..base()

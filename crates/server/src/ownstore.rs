@@ -81,10 +81,17 @@ pub fn s3_location(config: &Config) -> Result<Option<(S3Location, String)>, Conf
     // Catches a bucket name that cannot be a host name while the config is being read.
     // The storage layer speaks of the request field; here the setting is what to change.
     S3Bucket::new(&location).map_err(|e| {
-        invalid(
-            e.to_string()
-                .replace("forcePathStyle: true", "storage_s3_force_path_style = true"),
-        )
+        let message = e
+            .to_string()
+            .replace("forcePathStyle: true", "storage_s3_force_path_style = true");
+        ConfigError::Invalid {
+            field: if message.contains("S3 endpoint") {
+                "storage_s3_endpoint"
+            } else {
+                "storage_url"
+            },
+            message,
+        }
     })?;
     Ok(Some((location, prefix.to_string())))
 }
@@ -124,7 +131,7 @@ pub async fn check_store_identity(
     config: &Config,
     store: &dyn ObjectStore,
     repos: &convertrilo_db::Repos,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<String> {
     let which = match s3_location(config)? {
         None => format!("the object directory {}", config.objects_dir().display()),
         Some((location, prefix)) => format!(
@@ -150,21 +157,13 @@ pub async fn check_store_identity(
             }
         )
     };
-    // The database names a store that holds no name: the fleet's store is elsewhere, or a
-    // first start was cut off between naming the store in the database and in the store.
-    let unnamed = || {
-        mismatch(None).context(
-            "if no process on this database has ever stored anything (a first start that was \
-             cut off), `convertrilo admin forget-store` lets the next start name this store",
-        )
-    };
     if let Some(id) = read_store_id(store).await.map_err(unreachable)? {
         let known = repos
             .accounts
             .setting_or_insert(STORE_ID_SETTING, &id)
             .await?;
         return if known == id {
-            Ok(())
+            Ok(id)
         } else {
             Err(mismatch(Some(&id)))
         };
@@ -185,7 +184,7 @@ pub async fn check_store_identity(
                 .await?;
             return Err(unreachable(e));
         }
-        return Ok(());
+        return Ok(fresh);
     }
     // Another process named the store a moment ago and may not have written its object yet
     // (an API and its workers started together on a new database): wait for it a while.
@@ -193,13 +192,32 @@ pub async fn check_store_identity(
         tokio::time::sleep(std::time::Duration::from_millis(250)).await;
         if let Some(id) = read_store_id(store).await.map_err(unreachable)? {
             return if id == known {
-                Ok(())
+                Ok(id)
             } else {
                 Err(mismatch(Some(&id)))
             };
         }
     }
-    Err(unnamed())
+    // The database names a store, and this one holds no name. Usually the fleet's store is
+    // elsewhere (the settings are wrong); only when the database has never held a job can it
+    // be a first start cut off between the two writes, which `forget-store` undoes.
+    let jobs: i64 = repos
+        .stats
+        .stats(convertrilo_core::time::now_ms())
+        .await?
+        .jobs_by_status
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    let mut err = mismatch(None).to_string();
+    if jobs == 0 {
+        err.push_str(
+            ". If this database's store really is this one (no process has stored anything \
+             yet: a first start was cut off), `convertrilo admin forget-store` lets the next \
+             start name it",
+        );
+    }
+    Err(anyhow::anyhow!(err))
 }
 
 /// Forgets which store the database's processes use, so that the next process to start names
@@ -213,16 +231,19 @@ pub async fn forget_store(repos: &convertrilo_db::Repos) -> anyhow::Result<bool>
         .await?)
 }
 
-/// The readiness probe: the store's name must be there, so that a store moved, emptied or
-/// replaced under a running process shows as not ready.
-pub async fn probe_store(store: &dyn ObjectStore) -> Result<(), StorageError> {
-    match store.size(STORE_ID_KEY).await {
-        Ok(_) => Ok(()),
-        Err(StorageError::NotFound(_)) => Err(StorageError::Remote(format!(
-            "its `{STORE_ID_KEY}` object is gone: the store was moved, emptied or replaced \
-             under this process; restart it on the fleet's store"
+/// The readiness probe: the store must still hold this process's `store-id`, so that a store
+/// moved, emptied or replaced under a running process shows as not ready.
+pub async fn probe_store(store: &dyn ObjectStore, expected: &str) -> Result<(), StorageError> {
+    match read_store_id(store).await? {
+        Some(id) if id == expected => Ok(()),
+        found => Err(StorageError::Remote(format!(
+            "its `{STORE_ID_KEY}` object is {}: the store was moved, emptied or replaced under \
+             this process; restart it on the fleet's store",
+            match found {
+                Some(id) => format!("{id}, not {expected}"),
+                None => "gone".to_string(),
+            }
         ))),
-        Err(e) => Err(e),
     }
 }
 

@@ -401,7 +401,8 @@ impl Process {
             config.s3_part_size_bytes,
         );
         let store = crate::ownstore::build(&config, &s3)?;
-        crate::ownstore::check_store_identity(&config, store.as_ref(), &repos).await?;
+        let store_id =
+            crate::ownstore::check_store_identity(&config, store.as_ref(), &repos).await?;
         let drive = DriveApi {
             http: http_client.clone(),
             api_base: config.google_drive_api_base.clone(),
@@ -422,6 +423,7 @@ impl Process {
             config: Arc::new(config),
             repos,
             store,
+            store_id,
             signer: UrlSigner::new(secret.into_bytes(), &public_url),
             tools: Arc::new(tools),
             caps: Arc::new(caps),

@@ -16,6 +16,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub repos: Repos,
     pub store: Arc<dyn ObjectStore>,
+    /// The name in the store's `store-id` object, checked at start-up (see `ownstore`).
+    pub store_id: String,
     pub signer: UrlSigner,
     pub tools: Arc<Tools>,
     pub caps: Arc<Capabilities>,

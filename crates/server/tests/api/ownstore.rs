@@ -347,5 +347,21 @@ async fn readiness_fails_when_the_local_object_directory_is_moved_away() {
     std::fs::rename(&aside, &objects).unwrap();
     let (code, body) = app.get("/readyz").await;
     assert_eq!(code, 200, "{body}");
+    // Another store's name in its place: not ready either.
+    let name = objects.join("store-id");
+    let ours = std::fs::read_to_string(&name).unwrap();
+    std::fs::write(&name, "deadbeef\n").unwrap();
+    let (code, body) = app.get("/readyz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body["failed"][0]
+            .as_str()
+            .unwrap()
+            .contains("deadbeef, not"),
+        "{body}"
+    );
+    std::fs::write(&name, ours).unwrap();
+    let (code, body) = app.get("/readyz").await;
+    assert_eq!(code, 200, "{body}");
     app.stop().await;
 }

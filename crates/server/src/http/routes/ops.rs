@@ -49,7 +49,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
     // One HEAD (or stat) of the store's name: cheap, and it fails when the store was moved,
     // emptied or replaced under this process, not only when it cannot be reached.
-    let store = crate::ownstore::probe_store(state.store.as_ref());
+    let store = crate::ownstore::probe_store(state.store.as_ref(), &state.store_id);
     match tokio::time::timeout(READY_TIMEOUT, store).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => failed.push(labelled("object store", &e)),
