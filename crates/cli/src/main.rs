@@ -273,7 +273,7 @@ async fn list_workers(
     json: bool,
 ) -> anyhow::Result<()> {
     let now = convertrilo_core::time::now_ms();
-    let live_since = now - (config.worker_timeout_secs * 1000) as i64;
+    let live_since = config.worker_live_since(now);
     let workers = repos.workers.workers().await?;
     let state = |w: &convertrilo_db::WorkerRecord| {
         if w.last_seen < live_since {
@@ -345,11 +345,13 @@ async fn list_workers(
 fn table<const N: usize>(rows: &[[String; N]]) -> String {
     let width = |c: usize| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0);
     let widths: Vec<usize> = (0..N).map(width).collect();
-    let numeric = |c: usize| {
-        rows[1..]
-            .iter()
-            .all(|r| r[c].trim_end_matches('s').parse::<u64>().is_ok())
-    };
+    let numeric: Vec<bool> = (0..N)
+        .map(|c| {
+            rows[1..]
+                .iter()
+                .all(|r| r[c].trim_end_matches('s').parse::<u64>().is_ok())
+        })
+        .collect();
     let mut out = String::new();
     for row in rows {
         let cells: Vec<String> = row
@@ -357,7 +359,7 @@ fn table<const N: usize>(rows: &[[String; N]]) -> String {
             .enumerate()
             .map(|(c, cell)| match c {
                 _ if c + 1 == N => cell.clone(),
-                _ if numeric(c) => format!("{cell:>w$}", w = widths[c]),
+                _ if numeric[c] => format!("{cell:>w$}", w = widths[c]),
                 _ => format!("{cell:<w$}", w = widths[c]),
             })
             .collect();
@@ -461,32 +463,7 @@ async fn admin(config: Config, cmd: AdminCommand) -> anyhow::Result<()> {
             }
         }
         AdminCommand::ForgetStore { force } => {
-            let now = convertrilo_core::time::now_ms();
-            let live_since = now - (config.worker_timeout_secs * 1000) as i64;
-            let live = repos
-                .workers
-                .workers()
-                .await?
-                .iter()
-                .filter(|w| w.worker.last_seen >= live_since)
-                .count();
-            let jobs: i64 = repos
-                .stats
-                .stats(now)
-                .await?
-                .jobs_by_status
-                .iter()
-                .map(|(_, n)| n)
-                .sum();
-            if (live > 0 || jobs > 0) && !force {
-                anyhow::bail!(
-                    "{jobs} job(s) and {live} live worker process(es) use the object store this \
-                     database names; forgetting it would leave their objects behind. A process \
-                     refused for another store has wrong settings: fix those instead. To move to \
-                     a new, empty store on purpose, stop the fleet and pass --force"
-                );
-            }
-            if convertrilo_server::ownstore::forget_store(&repos).await? {
+            if convertrilo_server::ownstore::forget_store(&config, &repos, force).await? {
                 println!("the database no longer names an object store; the next process to start names its own");
             } else {
                 println!("the database named no object store; nothing to do");

@@ -246,6 +246,25 @@ pub enum HandBack<'a> {
     PassingError { reason: &'a str, backoff: Backoff },
 }
 
+impl HandBack<'_> {
+    /// 1 when this hand-back is a passing problem (it adds to the job's count of them).
+    pub(crate) fn retry_count(&self) -> i32 {
+        i32::from(matches!(self, HandBack::PassingError { .. }))
+    }
+
+    /// What a hand-back comes to once the job has met `retries` passing problems: the wait
+    /// before its next claim, or (its backoff run out) the message to give it up with.
+    pub(crate) fn wait(&self, retries: i32) -> Result<Duration, String> {
+        match *self {
+            HandBack::Shutdown => Ok(Duration::ZERO),
+            HandBack::PassingError { reason, backoff } if retries > backoff.retries => {
+                Err(passing_problems_message(retries, reason))
+            }
+            HandBack::PassingError { backoff, .. } => Ok(backoff.delay(retries)),
+        }
+    }
+}
+
 /// How jobs handed back after passing problems wait, and for how many such problems.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Backoff {
@@ -294,7 +313,7 @@ pub(crate) fn interrupted_message(attempts: i32) -> String {
 }
 
 /// The message of a job given up after `retries` passing problems, `reason` the last.
-pub(crate) fn passing_problems_message(retries: i32, reason: &str) -> String {
+fn passing_problems_message(retries: i32, reason: &str) -> String {
     format!(
         "the job was given up after a problem on our side stopped it {retries} times over \
          several minutes (the last: {reason}); nothing was charged, create it again"

@@ -336,6 +336,11 @@ impl Config {
         })
     }
 
+    /// Workers heard from at or after this moment (ms) count as live at `now` (ms).
+    pub fn worker_live_since(&self, now: i64) -> i64 {
+        now - (self.worker_timeout_secs * 1000) as i64
+    }
+
     pub fn objects_dir(&self) -> PathBuf {
         self.data_dir.join("objects")
     }

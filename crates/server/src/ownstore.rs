@@ -201,16 +201,8 @@ pub async fn check_store_identity(
     // The database names a store, and this one holds no name. Usually the fleet's store is
     // elsewhere (the settings are wrong); only when the database has never held a job can it
     // be a first start cut off between the two writes, which `forget-store` undoes.
-    let jobs: i64 = repos
-        .stats
-        .stats(convertrilo_core::time::now_ms())
-        .await?
-        .jobs_by_status
-        .iter()
-        .map(|(_, n)| n)
-        .sum();
     let mut err = mismatch(None).to_string();
-    if jobs == 0 {
+    if jobs_recorded(repos).await? == 0 {
         err.push_str(
             ". If this database's store really is this one (no process has stored anything \
              yet: a first start was cut off), `convertrilo admin forget-store` lets the next \
@@ -220,11 +212,41 @@ pub async fn check_store_identity(
     Err(anyhow::anyhow!(err))
 }
 
+/// How many jobs the database holds, whatever their state.
+async fn jobs_recorded(repos: &convertrilo_db::Repos) -> anyhow::Result<i64> {
+    let stats = repos.stats.stats(convertrilo_core::time::now_ms()).await?;
+    Ok(stats.jobs_by_status.iter().map(|(_, n)| n).sum())
+}
+
 /// Forgets which store the database's processes use, so that the next process to start names
-/// its own: after a first start that was cut off, or for a fleet moved to a new store on
-/// purpose (one that holds a copy of the old store's objects, `store-id` included, needs
-/// nothing: it is recognised).
-pub async fn forget_store(repos: &convertrilo_db::Repos) -> anyhow::Result<bool> {
+/// its own: after a first start that was cut off, or for a fleet moved to a new, empty store
+/// on purpose (one that holds a copy of the old store's objects, `store-id` included, needs
+/// nothing: it is recognised). While jobs or live workers use the current store it refuses
+/// unless `force`d. True when the database named a store.
+pub async fn forget_store(
+    config: &Config,
+    repos: &convertrilo_db::Repos,
+    force: bool,
+) -> anyhow::Result<bool> {
+    if !force {
+        let live_since = config.worker_live_since(convertrilo_core::time::now_ms());
+        let live = repos
+            .workers
+            .workers()
+            .await?
+            .iter()
+            .filter(|w| w.worker.last_seen >= live_since)
+            .count();
+        let jobs = jobs_recorded(repos).await?;
+        if live > 0 || jobs > 0 {
+            anyhow::bail!(
+                "{jobs} job(s) and {live} live worker process(es) use the object store this \
+                 database names; forgetting it would leave their objects behind. A process \
+                 refused for another store has wrong settings: fix those instead. To move to \
+                 a new, empty store on purpose, stop the fleet and pass --force"
+            );
+        }
+    }
     Ok(repos
         .accounts
         .delete_setting(STORE_ID_SETTING, None)

@@ -30,7 +30,7 @@ pub fn spawn(state: AppState, shutdown: CancellationToken) -> tokio::task::JoinH
 /// One round as of `now` (ms); returns how many jobs were failed.
 pub async fn run_once(state: &AppState, now: i64) -> usize {
     let config = &state.config;
-    let live_since = now - (config.worker_timeout_secs * 1000) as i64;
+    let live_since = config.worker_live_since(now);
     let queued_before = now - (config.unrunnable_grace_secs * 1000) as i64;
     let mut failed = 0;
     match state

@@ -58,7 +58,7 @@ pub fn tools(config: &Config) -> Tools {
 pub async fn open_repos(config: &Config) -> anyhow::Result<Repos> {
     // The default SQLite file lives in the data directory; a PostgreSQL admin command run
     // from any directory leaves no empty data directory behind.
-    if !config.database_url().starts_with("postgres") {
+    if config.database_url().starts_with("sqlite:") {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
     }

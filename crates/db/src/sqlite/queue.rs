@@ -233,7 +233,6 @@ impl SqliteRepo {
     ) -> DbResult<HandedBack> {
         let now = now_ms();
         let job_id = id.to_string();
-        let passing = matches!(why, HandBack::PassingError { .. });
         let mut tx = self.pool.begin().await?;
         // Either way the attempt is refunded: attempts count the runs a worker did not survive.
         let held = sqlx::query(
@@ -241,7 +240,7 @@ impl SqliteRepo {
                retries = retries + ?
              WHERE job_id = ? AND lease_owner = ? RETURNING retries",
         )
-        .bind(i32::from(passing))
+        .bind(why.retry_count())
         .bind(&job_id)
         .bind(worker)
         .fetch_optional(&mut *tx)
@@ -250,15 +249,13 @@ impl SqliteRepo {
             return Ok(HandedBack::NotHeld);
         };
         let retries: i32 = held.try_get("retries")?;
-        let after = match why {
-            HandBack::Shutdown => Duration::ZERO,
-            HandBack::PassingError { reason, backoff } if retries > backoff.retries => {
-                let msg = passing_problems_message(retries, reason);
+        let after = match why.wait(retries) {
+            Ok(after) => after,
+            Err(msg) => {
                 give_up(&mut tx, &job_id, &msg, now).await?;
                 tx.commit().await?;
                 return Ok(HandedBack::GivenUp);
             }
-            HandBack::PassingError { backoff, .. } => backoff.delay(retries),
         };
         sqlx::query("UPDATE queue SET not_before = ? WHERE job_id = ?")
             .bind((after > Duration::ZERO).then(|| now + ms(after)))

@@ -321,9 +321,11 @@ async fn a_first_start_that_cannot_name_the_store_leaves_nothing_behind() {
     let repos = convertrilo_server::startup::open_repos(&on_bucket("other"))
         .await
         .unwrap();
-    assert!(convertrilo_server::ownstore::forget_store(&repos)
-        .await
-        .unwrap());
+    assert!(
+        convertrilo_server::ownstore::forget_store(&on_bucket("other"), &repos, false)
+            .await
+            .unwrap()
+    );
     let worker = start(on_bucket("other"))
         .await
         .expect("starts once the store is forgotten");

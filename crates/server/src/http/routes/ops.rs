@@ -86,7 +86,7 @@ pub async fn metrics(State(state): State<AppState>) -> AppResult<Response> {
     let now = now_ms();
     let stats = state.repos.stats.stats(now).await?;
     let workers = state.repos.workers.workers().await?;
-    let live_since = now - (state.config.worker_timeout_secs * 1000) as i64;
+    let live_since = state.config.worker_live_since(now);
     let live: Vec<_> = workers
         .iter()
         .filter(|w| w.worker.last_seen >= live_since && !w.worker.stopping)
@@ -198,7 +198,7 @@ pub async fn workers(
         ));
     }
     let now = now_ms();
-    let live_since = now - (state.config.worker_timeout_secs * 1000) as i64;
+    let live_since = state.config.worker_live_since(now);
     let workers = state
         .repos
         .workers
