@@ -16,6 +16,18 @@ use convertrilo_core::{
 use convertrilo_db::*;
 use std::time::Duration;
 
+/// The job `worker` claims, which the test expects there to be.
+async fn claim_one(
+    repos: &Repos,
+    worker: &str,
+    lease: Duration,
+    max_attempts: i32,
+    can: &ClaimFilter,
+) -> Job {
+    let claimed = repos.jobs.claim(worker, lease, max_attempts, can).await;
+    claimed.unwrap().expect("a job to claim")
+}
+
 fn caps(tokens: &[&str], libvmaf: bool) -> WorkerCaps {
     WorkerCaps {
         encoders: vec!["libx264".into()],
@@ -67,12 +79,7 @@ pub(crate) async fn check_claims_match_capabilities(repos: &Repos) {
     let plain = queued(repos, owner, Policy::GpuFirst, Optimize::None).await;
 
     let cpu = ClaimFilter::of(&caps(&["h264", "h265", "av1"], false));
-    let got = repos
-        .jobs
-        .claim("cpu/0", LEASE, 3, &cpu)
-        .await
-        .unwrap()
-        .unwrap();
+    let got = claim_one(repos, "cpu/0", LEASE, 3, &cpu).await;
     assert_eq!(
         got.id, plain.id,
         "a CPU worker skips GPU-only and VMAF jobs"
@@ -85,21 +92,11 @@ pub(crate) async fn check_claims_match_capabilities(repos: &Repos) {
         .is_none());
 
     let vmaf = ClaimFilter::of(&caps(&["h264"], true));
-    let got = repos
-        .jobs
-        .claim("vmaf/0", LEASE, 3, &vmaf)
-        .await
-        .unwrap()
-        .unwrap();
+    let got = claim_one(repos, "vmaf/0", LEASE, 3, &vmaf).await;
     assert_eq!(got.id, vmaf_job.id);
 
     let gpu = ClaimFilter::of(&caps(&["h264", "gpu:h264"], false));
-    let got = repos
-        .jobs
-        .claim("gpu/0", LEASE, 3, &gpu)
-        .await
-        .unwrap()
-        .unwrap();
+    let got = claim_one(repos, "gpu/0", LEASE, 3, &gpu).await;
     assert_eq!(
         got.id, gpu_job.id,
         "gpu_only goes to a worker with a GPU encoder"
@@ -198,12 +195,7 @@ pub(crate) async fn check_registry_and_unrunnable_sweep(repos: &Repos) {
 
     // The registry lists workers with the jobs they hold.
     let gpu = ClaimFilter::of(&caps(&["h264", "gpu:h264"], false));
-    let held = repos
-        .jobs
-        .claim(&slot_owner("w-gpu", 1), LEASE, 3, &gpu)
-        .await
-        .unwrap()
-        .unwrap();
+    let held = claim_one(repos, &slot_owner("w-gpu", 1), LEASE, 3, &gpu).await;
     let listed = repos.workers.workers().await.unwrap();
     assert_eq!(listed.len(), 3);
     let w = listed.iter().find(|w| w.worker.id == "w-gpu").unwrap();
@@ -263,12 +255,7 @@ pub(crate) async fn check_refund_events_and_stats(repos: &Repos) {
     // the runs a worker did not survive.
     let any = ClaimFilter::any();
     for _ in 0..5 {
-        let got = repos
-            .jobs
-            .claim("w/0", LEASE, 2, &any)
-            .await
-            .unwrap()
-            .unwrap();
+        let got = claim_one(repos, "w/0", LEASE, 2, &any).await;
         assert_eq!((got.id, got.attempts), (a.id, 1));
         repos
             .jobs
@@ -276,12 +263,7 @@ pub(crate) async fn check_refund_events_and_stats(repos: &Repos) {
             .await
             .unwrap();
     }
-    repos
-        .jobs
-        .claim("w/0", LEASE, 2, &any)
-        .await
-        .unwrap()
-        .unwrap();
+    claim_one(repos, "w/0", LEASE, 2, &any).await;
     // A passing error: the job waits out its backoff before anyone can claim it again.
     let wait = Duration::from_millis(400);
     let hiccup = HandBack::PassingError {
@@ -321,12 +303,7 @@ pub(crate) async fn check_refund_events_and_stats(repos: &Repos) {
         "waiting, not running"
     );
     tokio::time::sleep(Duration::from_millis(450)).await;
-    let got = repos
-        .jobs
-        .claim("w/1", LEASE, 2, &any)
-        .await
-        .unwrap()
-        .unwrap();
+    let got = claim_one(repos, "w/1", LEASE, 2, &any).await;
     assert_eq!(got.attempts, 1, "the passing error did not count");
 
     let stats = repos.stats.stats(now_ms()).await.unwrap();
@@ -355,12 +332,7 @@ pub(crate) async fn check_refund_events_and_stats(repos: &Repos) {
         },
     };
     for retry in 1..=3 {
-        let got = repos
-            .jobs
-            .claim("w/0", LEASE, 2, &any)
-            .await
-            .unwrap()
-            .unwrap();
+        let got = claim_one(repos, "w/0", LEASE, 2, &any).await;
         assert_eq!((got.id, got.attempts), (b.id, 1));
         let handed = repos.jobs.release(b.id, "w/0", back).await.unwrap();
         let want = if retry <= 2 {
