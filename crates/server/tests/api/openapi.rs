@@ -5,11 +5,17 @@ use crate::helpers::*;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
+/// The API contract and the official SDK: `../shared/reference/convertrilo-js` beside the
+/// checkout (as CI places it), or wherever `CONVERTRILO_CONTRACT_DIR` says.
 pub fn reference_dir() -> std::path::PathBuf {
-    let dir = workspace_root().join("../shared/reference/convertrilo-js");
+    let dir = std::env::var_os("CONVERTRILO_CONTRACT_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("../shared/reference/convertrilo-js"));
     assert!(
         dir.join("openapi.yaml").is_file(),
-        "the API contract is expected at {}",
+        "the API contract (openapi.yaml and the official SDK) is expected at {}: put the \
+         shared/ folder beside this checkout, or set CONVERTRILO_CONTRACT_DIR to its \
+         reference/convertrilo-js folder",
         dir.display()
     );
     dir
